@@ -1,0 +1,64 @@
+// Package capture reads frames from cameras with GoCV: V4L2 devices, files,
+// RTSP and HTTP (MJPEG) URLs, GStreamer pipelines and the Jetson CSI preset.
+//
+// A Camera runs one goroutine that opens its Source, reads frames, and keeps
+// only the newest one in a slot (latest frame wins; every overwritten frame is
+// counted as dropped). A source that fails, stalls (no frame for
+// StallTimeout) or freezes (identical content for FrozenTimeout) is reopened
+// with exponential backoff and jitter. A read that hangs inside OpenCV is
+// abandoned by a watchdog so it can never block the agent.
+package capture
+
+import (
+	"time"
+
+	"gocv.io/x/gocv"
+)
+
+// Config describes one camera. The TOML keys are those of the [[camera]]
+// tables in config.toml.
+type Config struct {
+	Name          string        `toml:"name"`           // unique, [a-z0-9_-]+, used in MQTT topics
+	URI           string        `toml:"uri"`            // v4l2:///dev/video0, v4l2://0, file://path, rtsp://, http(s)://, gst://<pipeline>, csi://N
+	Enabled       bool          `toml:"enabled"`        // default true
+	Loop          bool          `toml:"loop"`           // file:// only: restart at end of file
+	Width         int           `toml:"width"`          // requested capture size; 0 = source default
+	Height        int           `toml:"height"`         //
+	CaptureFPS    float64       `toml:"capture_fps"`    // requested source fps (v4l2/csi); 0 = default
+	MaxFPS        float64       `toml:"max_fps"`        // max detections per second; 0 = as fast as possible
+	StallTimeout  time.Duration `toml:"stall_timeout"`  // no frame for this long = stalled -> reopen (default 10s)
+	FrozenTimeout time.Duration `toml:"frozen_timeout"` // same content for this long = frozen (default 30s; 0 disables)
+	OpenTimeout   time.Duration `toml:"open_timeout"`   // open must finish within (default 15s)
+	BackoffMin    time.Duration `toml:"backoff_min"`    // first reconnect delay (default 500ms)
+	BackoffMax    time.Duration `toml:"backoff_max"`    // reconnect delay cap (default 30s)
+}
+
+// State is the health of a camera as published on <p>/cameras/<cam>/state.
+type State string
+
+// Camera states.
+const (
+	StateStarting     State = "starting"
+	StateStreaming    State = "streaming"
+	StateReconnecting State = "reconnecting"
+	StateFrozen       State = "frozen"
+	StateStopped      State = "stopped"
+)
+
+// Frame is one captured image. The receiver owns Mat and must Close it.
+type Frame struct {
+	Mat    gocv.Mat
+	Seq    uint64    // 1, 2, 3... per camera, counts every frame read (dropped ones too)
+	Time   time.Time // capture time
+	Camera string
+}
+
+// Stats is a snapshot of a camera's counters.
+type Stats struct {
+	State      State
+	FPS        float64 // frames read per second, recent average
+	Frames     uint64  // frames read since start
+	Dropped    uint64  // frames overwritten in the slot before anyone took them
+	Reconnects uint64
+	LastError  string
+}
