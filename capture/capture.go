@@ -27,7 +27,7 @@ type Config struct {
 	CaptureFPS    float64       `toml:"capture_fps"`    // requested source fps (v4l2/csi); 0 = default
 	MaxFPS        float64       `toml:"max_fps"`        // max detections per second; 0 = as fast as possible
 	StallTimeout  time.Duration `toml:"stall_timeout"`  // no frame for this long = stalled -> reopen (default 10s)
-	FrozenTimeout time.Duration `toml:"frozen_timeout"` // same content for this long = frozen (default 30s; 0 disables)
+	FrozenTimeout time.Duration `toml:"frozen_timeout"` // same content for this long = frozen (default 30s; negative disables)
 	OpenTimeout   time.Duration `toml:"open_timeout"`   // open must finish within (default 15s)
 	BackoffMin    time.Duration `toml:"backoff_min"`    // first reconnect delay (default 500ms)
 	BackoffMax    time.Duration `toml:"backoff_max"`    // reconnect delay cap (default 30s)
@@ -59,6 +59,7 @@ type Stats struct {
 	FPS        float64 // frames read per second, recent average
 	Frames     uint64  // frames read since start
 	Dropped    uint64  // frames overwritten in the slot before anyone took them
-	Reconnects uint64
-	LastError  string
+	Reconnects uint64 // reopen attempts after the first open
+	Abandoned  uint64 // opens and reads given up while blocked inside OpenCV
+	LastError  string // what last went wrong, kept after recovery ("no frame for 10s")
 }

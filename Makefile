@@ -1,0 +1,114 @@
+# yolo7d — build, test and run targets. `make help` lists them.
+#
+# Two commands do everything on a fresh Debian 12 / Ubuntu 22.04+ machine:
+#   make run    build, make a demo video and model, run the agent on the embedded broker
+#   make test   install what is missing (apt), lint, run every test
+#
+# OPENCV selects the gocv release to build against:
+#   OPENCV=4.6 (default)  gocv v0.31.0: Debian 12 (4.6.0), JetPack 5 (4.5.4)
+#   OPENCV=4.8            gocv v0.34.0: JetPack 6 (4.8.0)
+
+SHELL      := /bin/bash
+GO         ?= go
+OPENCV     ?= 4.6
+BUILD      ?= build
+BIN        := $(BUILD)/yolo7d
+CONFIG     ?= config.toml
+TEST_FLAGS ?= -count=1 -timeout 12m
+BENCH      ?= .
+BENCH_TIME ?= 1s
+export PATH := $(PATH):/usr/local/go/bin
+
+# Debian packages the build and the tests need.
+APT_PACKAGES := build-essential pkg-config libopencv-dev libopenblas-dev ffmpeg \
+	mosquitto mosquitto-clients systemd \
+	gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
+	gstreamer1.0-plugins-bad gstreamer1.0-libav gir1.2-gst-rtsp-server-1.0 python3-gi
+
+ifeq ($(OPENCV),4.8)
+GOCV_48   := v0.34.0
+MODFLAGS  := -modfile=$(BUILD)/go.opencv48.mod
+MODPREREQ := $(BUILD)/go.opencv48.mod
+else ifeq ($(OPENCV),4.6)
+MODFLAGS  :=
+MODPREREQ :=
+else
+$(error OPENCV must be 4.6 or 4.8, got $(OPENCV))
+endif
+
+.PHONY: help deps build test lint vet fmt run demo bench fuzz clean install-unit
+
+help:
+	@sed -n 's/^# \{0,1\}//p' Makefile | sed -n '1,12p'
+	@echo "targets: deps build test lint run demo bench fuzz clean"
+
+## deps: install every system package that is missing (apt-get, as root or via sudo).
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	else echo "system packages: all present"; fi
+	@command -v $(GO) >/dev/null || { echo "Go is not installed (need Go 1.26+ on PATH or in /usr/local/go)"; exit 1; }
+	$(GO) mod download
+
+# The JetPack 6 build: the same module with gocv pinned to the release made
+# for OpenCV 4.8. Its sums are kept in go.sum next to v0.31.0's.
+$(BUILD)/go.opencv48.mod: go.mod go.sum
+	@mkdir -p $(BUILD)
+	cp go.mod $@
+	cp go.sum $(BUILD)/go.opencv48.sum
+	$(GO) mod edit -modfile=$@ -require=gocv.io/x/gocv@$(GOCV_48)
+
+## build: the yolo7d binary in build/.
+build: $(MODPREREQ)
+	@mkdir -p $(BUILD)
+	$(GO) build $(MODFLAGS) -trimpath -o $(BIN) ./cmd/yolo7d
+
+## lint: gofmt and go vet.
+lint:
+	@bad=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$bad" ]; then echo "gofmt needed:"; echo "$$bad"; exit 1; fi
+	$(GO) vet -tags matprofile ./...
+	@grep -q '^gocv.io/x/gocv v0.31.0 h1' go.sum && grep -q '^gocv.io/x/gocv v0.34.0 h1' go.sum || \
+		{ echo "go.sum must hold the sums of gocv v0.31.0 (OpenCV 4.6) and v0.34.0 (OpenCV 4.8, OPENCV=4.8); see README"; exit 1; }
+	@grep -q 'gocv.io/x/gocv v0.31.0' go.mod || { echo "go.mod must pin gocv.io/x/gocv v0.31.0 (newer releases need OpenCV >= 4.7)"; exit 1; }
+
+## test: lint, then every test (real mosquitto, ffmpeg videos, OpenCV DNN). Golden
+## data in ../shared/golden is used when present and skipped otherwise.
+test: deps lint
+	$(GO) test $(MODFLAGS) -tags matprofile $(TEST_FLAGS) ./...
+
+## demo: the demo video and model that `make run` uses (build/demo.mp4, build/models/).
+demo: build $(BUILD)/demo.mp4 $(BUILD)/models/yolov7-tiny-relu.onnx
+
+$(BUILD)/demo.mp4:
+	@mkdir -p $(BUILD)
+	ffmpeg -loglevel error -y -f lavfi -i "testsrc2=size=1280x720:rate=15" -t 20 \
+		-c:v libx264 -pix_fmt yuv420p -g 30 $@
+
+$(BUILD)/models/yolov7-tiny-relu.onnx: | build
+	@mkdir -p $(BUILD)/models
+	$(BIN) model init --act relu --nc 80 --img 640 --seed 1 -o $@
+
+## run: the agent in the foreground on the embedded broker with config.toml.
+run: demo
+	$(BIN) run --config $(CONFIG)
+
+## bench: every benchmark (letterbox/decode/NMS, publisher throughput, ...).
+bench: deps
+	$(GO) test $(MODFLAGS) -run '^$$' -bench '$(BENCH)' -benchtime $(BENCH_TIME) -benchmem ./...
+
+## fuzz: each fuzz target for 20 s.
+fuzz:
+	@for pkg in $$($(GO) list ./...); do \
+		for f in $$($(GO) test -list 'Fuzz.*' $$pkg | grep '^Fuzz'); do \
+			echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime 20s $$pkg || exit 1; \
+		done; done
+
+clean:
+	rm -rf $(BUILD)

@@ -1,0 +1,169 @@
+package agent
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+)
+
+// mosquitto is a real broker on a loopback port, started by a test.
+type mosquitto struct {
+	t    *testing.T
+	port int
+	dir  string
+	cmd  *exec.Cmd
+	log  bytes.Buffer
+}
+
+// startMosquitto starts mosquitto with persistence on a free port; the test
+// is skipped when mosquitto is not installed.
+func startMosquitto(t *testing.T) *mosquitto {
+	t.Helper()
+	if _, err := exec.LookPath("mosquitto"); err != nil {
+		if _, err := os.Stat("/usr/sbin/mosquitto"); err != nil {
+			t.Skip("mosquitto is not installed (make deps installs it)")
+		}
+	}
+	m := &mosquitto{t: t, port: freePort(t), dir: t.TempDir()}
+	conf := fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location %s/\nautosave_interval 1\nmax_queued_messages 100000\n", m.port, m.dir)
+	if err := os.WriteFile(filepath.Join(m.dir, "mosquitto.conf"), []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m.start()
+	t.Cleanup(m.stop)
+	return m
+}
+
+func (m *mosquitto) addr() string { return fmt.Sprintf("tcp://127.0.0.1:%d", m.port) }
+
+func (m *mosquitto) start() {
+	m.t.Helper()
+	bin := "mosquitto"
+	if _, err := exec.LookPath(bin); err != nil {
+		bin = "/usr/sbin/mosquitto"
+	}
+	m.cmd = exec.Command(bin, "-c", filepath.Join(m.dir, "mosquitto.conf"))
+	m.cmd.Stdout, m.cmd.Stderr = &m.log, &m.log
+	if err := m.cmd.Start(); err != nil {
+		m.t.Fatalf("start mosquitto: %v", err)
+	}
+	waitListening(m.t, fmt.Sprintf("127.0.0.1:%d", m.port), 5*time.Second)
+}
+
+func (m *mosquitto) stop() {
+	if m.cmd == nil || m.cmd.Process == nil {
+		return
+	}
+	_ = m.cmd.Process.Signal(syscall.SIGTERM)
+	_ = m.cmd.Wait()
+	m.cmd = nil
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func waitListening(t *testing.T, addr string, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for time.Now().Before(deadline) {
+		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		if err == nil {
+			c.Close()
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("nothing listens on %s after %v", addr, within)
+}
+
+// message is one MQTT message seen by a subscriber.
+type message struct {
+	Topic    string
+	Payload  []byte
+	Retained bool
+	At       time.Time
+}
+
+// subscriber records every message on a topic filter.
+type subscriber struct {
+	mu     sync.Mutex
+	msgs   []message
+	client mqtt.Client
+}
+
+func subscribe(t *testing.T, broker, filter string) *subscriber {
+	t.Helper()
+	s := &subscriber{}
+	opts := mqtt.NewClientOptions().AddBroker(broker).SetClientID(fmt.Sprintf("test-sub-%d", time.Now().UnixNano())).
+		SetCleanSession(true).SetAutoReconnect(true).SetConnectRetry(true).SetOrderMatters(false)
+	opts.SetOnConnectHandler(func(c mqtt.Client) {
+		c.Subscribe(filter, 1, func(_ mqtt.Client, m mqtt.Message) {
+			s.mu.Lock()
+			s.msgs = append(s.msgs, message{Topic: m.Topic(), Payload: append([]byte(nil), m.Payload()...), Retained: m.Retained(), At: time.Now()})
+			s.mu.Unlock()
+		})
+	})
+	s.client = mqtt.NewClient(opts)
+	if tok := s.client.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("subscriber connect to %s: %v", broker, tok.Error())
+	}
+	t.Cleanup(func() { s.client.Disconnect(100) })
+	return s
+}
+
+// on returns the messages whose topic ends with suffix.
+func (s *subscriber) on(suffix string) []message {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []message
+	for _, m := range s.msgs {
+		if strings.HasSuffix(m.Topic, suffix) {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// waitFor polls until cond holds or fails the test after within.
+func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for time.Now().Before(deadline) {
+		if cond() {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("timed out after %v waiting for %s", within, what)
+}
+
+// lastJSON decodes the newest message on suffix into v; false when none.
+func (s *subscriber) lastJSON(t *testing.T, suffix string, v any) bool {
+	t.Helper()
+	ms := s.on(suffix)
+	if len(ms) == 0 {
+		return false
+	}
+	if err := json.Unmarshal(ms[len(ms)-1].Payload, v); err != nil {
+		t.Fatalf("payload on %s is not JSON: %v: %q", ms[len(ms)-1].Topic, err, ms[len(ms)-1].Payload)
+	}
+	return true
+}

@@ -1,0 +1,196 @@
+// Command yolo7d is the yolo7d edge detection agent and its tools.
+//
+//	yolo7d run [--config FILE]              run the agent in the foreground
+//	yolo7d install [--config FILE] [...]    install the systemd service
+//	yolo7d uninstall | start | stop | restart | status
+//	yolo7d config check FILE                validate a configuration, print the effective one
+//	yolo7d model init -o FILE [...]         write a seeded random YOLOv7-tiny ONNX model
+//	yolo7d detect -m MODEL IMAGE...         detect objects in images, print JSON
+//	yolo7d version
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/yolo7d/yolo7d/agent"
+)
+
+// version is set at link time (-ldflags "-X main.version=...").
+var version = "dev"
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+const usage = `yolo7d — YOLOv7-tiny edge detection agent
+
+usage:
+  yolo7d run [--config FILE]                 run the agent in the foreground
+  yolo7d install [--config FILE] [--unit-dir DIR] [--no-systemctl] [--exec PATH]
+  yolo7d uninstall | start | stop | restart | status
+  yolo7d config check FILE                   validate FILE, print the effective configuration
+  yolo7d model init -o FILE [--act relu|leaky] [--nc N] [--img N] [--seed N]
+  yolo7d detect -m MODEL [--conf X] [--iou X] [--annotate DIR] IMAGE...
+  yolo7d version
+`
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	var err error
+	switch cmd, rest := args[0], args[1:]; cmd {
+	case "run":
+		err = cmdRun(rest, stderr)
+	case "install":
+		err = cmdInstall(rest, stdout, stderr)
+	case "uninstall":
+		err = agent.Uninstall("")
+	case "start", "stop", "restart":
+		err = agent.Control(cmd)
+	case "status":
+		var st string
+		if st, err = agent.Status(); err == nil {
+			fmt.Fprintln(stdout, st)
+		}
+	case "config":
+		err = cmdConfig(rest, stdout, stderr)
+	case "model":
+		err = cmdModel(rest, stdout, stderr)
+	case "detect":
+		err = cmdDetect(rest, stdout, stderr)
+	case "version", "--version", "-v":
+		fmt.Fprintln(stdout, "yolo7d", version)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+	default:
+		fmt.Fprintf(stderr, "yolo7d: unknown command %q\n\n%s", cmd, usage)
+		return 2
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		return 2
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "yolo7d: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+// defaultConfig is /etc/yolo7d/config.toml when it exists, else ./config.toml.
+func defaultConfig() string {
+	const system = "/etc/yolo7d/config.toml"
+	if _, err := os.Stat(system); err == nil {
+		return system
+	}
+	return "config.toml"
+}
+
+func cmdRun(args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfg := fs.String("config", defaultConfig(), "configuration `file`")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	return agent.Run(agent.Options{ConfigPath: *cfg, LogOutput: stderr})
+}
+
+func cmdInstall(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("install", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o agent.InstallOptions
+	fs.StringVar(&o.ConfigPath, "config", "/etc/yolo7d/config.toml", "configuration `file` the service uses")
+	fs.StringVar(&o.UnitDir, "unit-dir", "", "directory for yolo7d.service (default /etc/systemd/system)")
+	fs.StringVar(&o.ExecPath, "exec", "", "path of the yolo7d binary the unit runs (default: this one)")
+	fs.BoolVar(&o.NoSystemctl, "no-systemctl", false, "only write the unit file")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := agent.Install(o); err != nil {
+		return err
+	}
+	dir := o.UnitDir
+	if dir == "" {
+		dir = "/etc/systemd/system"
+	}
+	fmt.Fprintf(stdout, "installed %s\n", filepath.Join(dir, agent.ServiceName+".service"))
+	return nil
+}
+
+func cmdConfig(args []string, stdout, stderr io.Writer) error {
+	if len(args) != 2 || args[0] != "check" {
+		fmt.Fprint(stderr, "usage: yolo7d config check FILE\n")
+		return flag.ErrHelp
+	}
+	cfg, err := agent.Load(args[1])
+	if err != nil {
+		return err
+	}
+	out, err := cfg.Effective()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "# %s is valid; effective configuration:\n", args[1])
+	_, err = stdout.Write(out)
+	return err
+}
+
+func cmdDetect(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("detect", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o detectOptions
+	fs.StringVar(&o.model, "m", "", "model `file` (.onnx)")
+	fs.Float64Var(&o.conf, "conf", 0.25, "confidence threshold")
+	fs.Float64Var(&o.iou, "iou", 0.45, "NMS IoU threshold")
+	fs.IntVar(&o.img, "img", 640, "network input size")
+	fs.StringVar(&o.annotate, "annotate", "", "write annotated JPEGs to `dir`")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if o.model == "" || fs.NArg() == 0 {
+		fmt.Fprint(stderr, "usage: yolo7d detect -m MODEL [--conf X] [--iou X] [--annotate DIR] IMAGE...\n")
+		return flag.ErrHelp
+	}
+	results, err := detectImages(context.Background(), o, fs.Args())
+	if err != nil {
+		return err
+	}
+	enc := json.NewEncoder(stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(results)
+}
+
+func cmdModel(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] != "init" {
+		fmt.Fprint(stderr, "usage: yolo7d model init -o FILE [--act relu|leaky] [--nc N] [--img N] [--seed N]\n")
+		return flag.ErrHelp
+	}
+	fs := flag.NewFlagSet("model init", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	out := fs.String("o", "", "output `file` (.onnx)")
+	act := fs.String("act", "relu", "activation: relu or leaky")
+	nc := fs.Int("nc", 80, "number of classes")
+	img := fs.Int("img", 640, "input size (multiple of 32)")
+	seed := fs.Uint64("seed", 1, "random seed")
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	if *out == "" {
+		return errors.New("model init: -o FILE is required")
+	}
+	if err := writeRandomModel(*out, strings.ToLower(*act), *nc, *img, *seed); err != nil {
+		return fmt.Errorf("model init: %w", err)
+	}
+	fmt.Fprintf(stdout, "wrote %s (yolov7-tiny, %s, %d classes, %dx%d, seed %d, random weights)\n", *out, *act, *nc, *img, *img, *seed)
+	return nil
+}
