@@ -15,6 +15,7 @@ const (
 	fModelDocString       protowire.Number = 6
 	fModelGraph           protowire.Number = 7
 	fModelOpsetImport     protowire.Number = 8
+	fModelMetadataProps   protowire.Number = 14
 )
 
 // OperatorSetIdProto fields.
