@@ -24,7 +24,8 @@ const fpsWindow = time.Second
 
 // Options are the collaborators of a Camera. The zero value is usable.
 type Options struct {
-	// Logger receives state changes and errors; nil means slog.Default().
+	// Logger receives state changes and errors, and should already name
+	// the camera; nil means slog.Default() with a "camera" attribute.
 	Logger *slog.Logger
 	// OnState, when set, is called with a snapshot of the stats on every
 	// state change, from the goroutine running Run. It must not block.
@@ -60,7 +61,6 @@ type Camera struct {
 	pending     *Frame        // newest frame not yet taken
 	ready       chan struct{} // closed and replaced when pending changes or the camera stops
 	stopped     bool
-	lastTaken   time.Time // when Next last returned a frame (MaxFPS)
 	lastFrameAt time.Time
 	winStart    time.Time
 	winFrames   int
@@ -85,9 +85,8 @@ func NewCamera(cfg Config, opts Options) (*Camera, error) {
 		stats:   Stats{State: StateStarting},
 	}
 	if c.log == nil {
-		c.log = slog.Default()
+		c.log = slog.Default().With("camera", cfg.Name)
 	}
-	c.log = c.log.With("camera", cfg.Name)
 	if c.open == nil {
 		c.open = OpenSource
 	}
@@ -122,31 +121,15 @@ func (c *Camera) snapshot(now time.Time) Stats {
 
 // Next returns the newest frame that has not been returned yet, waiting for
 // one if needed. Frames that were replaced before anyone took them are
-// counted in Stats.Dropped. With Config.MaxFPS set, Next returns frames at
-// most that often (it waits, and the frame it returns is the newest at the
-// end of the wait). The caller owns Frame.Mat and must Close it. Next
-// returns ctx's error when ctx is done first, and ErrStopped once the
-// camera has stopped.
+// counted in Stats.Dropped. Next does not apply Config.MaxFPS: a consumer
+// that rate-limits waits before calling Next, so that it takes the newest
+// frame. The caller owns Frame.Mat and must Close it. Next returns ctx's
+// error when ctx is done first, and ErrStopped once the camera has stopped.
 func (c *Camera) Next(ctx context.Context) (Frame, error) {
-	if c.cfg.MaxFPS > 0 {
-		c.mu.Lock()
-		due := c.lastTaken.Add(time.Duration(float64(time.Second) / c.cfg.MaxFPS))
-		c.mu.Unlock()
-		if d := time.Until(due); d > 0 {
-			t := time.NewTimer(d)
-			select {
-			case <-t.C:
-			case <-ctx.Done():
-				t.Stop()
-				return Frame{}, ctx.Err()
-			}
-		}
-	}
 	for {
 		c.mu.Lock()
 		if f := c.pending; f != nil {
 			c.pending = nil
-			c.lastTaken = time.Now()
 			c.mu.Unlock()
 			return *f, nil
 		}

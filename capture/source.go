@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"strings"
 
 	"gocv.io/x/gocv"
 )
@@ -89,10 +90,19 @@ func (c *capture) close() error {
 	return err
 }
 
-// redact returns raw with any password in its userinfo replaced by "xxxxx".
+// redact returns raw with any password in its userinfo replaced by
+// "xxxxx", and raw unchanged when it has none.
 func redact(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil {
+		if at := strings.LastIndex(raw, "@"); at >= 0 && strings.Contains(raw[:at], ":") {
+			if scheme, _, ok := strings.Cut(raw[:at], "://"); ok {
+				return scheme + "://xxxxx" + raw[at:] // unparsable: hide all userinfo
+			}
+		}
+		return raw
+	}
+	if _, has := u.User.Password(); !has {
 		return raw
 	}
 	return u.Redacted()

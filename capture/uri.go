@@ -45,30 +45,31 @@ func ParseURI(raw string) (URI, error) {
 	if strings.TrimSpace(raw) == "" {
 		return URI{}, fmt.Errorf("empty source URI")
 	}
+	shown := redact(raw) // for error messages: no passwords in logs
 	scheme, rest, ok := strings.Cut(raw, "://")
 	if !ok {
-		return URI{}, fmt.Errorf("source URI %q: missing scheme (want v4l2://, file://, rtsp://, http://, https://, gst:// or csi://)", raw)
+		return URI{}, fmt.Errorf("source URI %q: missing scheme (want v4l2://, file://, rtsp://, http://, https://, gst:// or csi://)", shown)
 	}
 	switch strings.ToLower(scheme) {
 	case "v4l2":
 		dev, err := parseV4L2(rest)
 		if err != nil {
-			return URI{}, fmt.Errorf("source URI %q: %w", raw, err)
+			return URI{}, fmt.Errorf("source URI %q: %w", shown, err)
 		}
 		return URI{Kind: KindV4L2, Device: dev, Target: rest}, nil
 	case "csi":
 		n, err := strconv.Atoi(rest)
 		if err != nil || n < 0 || n > 15 {
-			return URI{}, fmt.Errorf("source URI %q: csi:// wants a sensor id 0..15", raw)
+			return URI{}, fmt.Errorf("source URI %q: csi:// wants a sensor id 0..15", shown)
 		}
 		return URI{Kind: KindCSI, Device: n}, nil
 	case "file":
 		if rest == "" {
-			return URI{}, fmt.Errorf("source URI %q: empty file path", raw)
+			return URI{}, fmt.Errorf("source URI %q: empty file path", shown)
 		}
 		p, err := url.PathUnescape(rest)
 		if err != nil {
-			return URI{}, fmt.Errorf("source URI %q: %w", raw, err)
+			return URI{}, fmt.Errorf("source URI %q: %w", shown, err)
 		}
 		return URI{Kind: KindFile, Path: p, Target: p}, nil
 	case "rtsp", "rtsps":
@@ -84,11 +85,11 @@ func ParseURI(raw string) (URI, error) {
 	case "gst":
 		p := strings.TrimSpace(rest)
 		if p == "" {
-			return URI{}, fmt.Errorf("source URI %q: empty GStreamer pipeline", raw)
+			return URI{}, fmt.Errorf("source URI %q: empty GStreamer pipeline", shown)
 		}
 		return URI{Kind: KindGStreamer, Target: p}, nil
 	default:
-		return URI{}, fmt.Errorf("source URI %q: unknown scheme %q (want v4l2, file, rtsp, http, https, gst or csi)", raw, scheme)
+		return URI{}, fmt.Errorf("source URI %q: unknown scheme %q (want v4l2, file, rtsp, http, https, gst or csi)", shown, scheme)
 	}
 }
 
@@ -105,17 +106,21 @@ func parseV4L2(rest string) (int, error) {
 }
 
 func checkURL(raw string) error {
+	shown := redact(raw)
 	u, err := url.Parse(raw)
 	if err != nil {
-		return fmt.Errorf("source URI %q: %w", raw, err)
+		if ue, ok := err.(*url.Error); ok {
+			err = ue.Err // without the URL, which may hold a password
+		}
+		return fmt.Errorf("source URI %q: %w", shown, err)
 	}
 	if u.Host == "" {
-		return fmt.Errorf("source URI %q: missing host", raw)
+		return fmt.Errorf("source URI %q: missing host", shown)
 	}
 	if p := u.Port(); p != "" {
 		n, err := strconv.Atoi(p)
 		if err != nil || n < 1 || n > 65535 {
-			return fmt.Errorf("source URI %q: bad port %q", raw, p)
+			return fmt.Errorf("source URI %q: bad port %q", shown, p)
 		}
 	}
 	return nil
