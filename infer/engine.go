@@ -1,0 +1,261 @@
+package infer
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"gocv.io/x/gocv"
+)
+
+// Defaults applied by NewEngine to zero Options fields.
+const (
+	DefaultInputSize = 640
+	DefaultConf      = 0.25
+	DefaultIoU       = 0.45
+	DefaultMaxDet    = 300
+)
+
+// pipeline is the Engine: letterbox -> Backend.Forward -> decode + NMS ->
+// back to frame pixels -> names -> class filter.
+type pipeline struct {
+	mu     sync.Mutex
+	closed bool
+	b      Backend
+	info   ModelInfo
+	lb     *Letterboxer
+	dec    Decoder
+	input  Tensor
+	nms    NMSOptions
+	names  []string // nil until the number of classes is known
+	given  []string // Options.ClassNames
+	filter []string // Options.Classes
+}
+
+// NewEngine builds the detection pipeline around a Backend. info.InputSize
+// is the network input side (opts.InputSize, then 640, when 0);
+// info.Classes, when set, names the model's classes (otherwise
+// opts.ClassNames, COCO for 80 classes, or class<N>, once the first output
+// shows the class count). The Engine owns b and closes it.
+func NewEngine(opts Options, b Backend, info ModelInfo) (Engine, error) {
+	if b == nil {
+		return nil, errors.New("engine: nil backend")
+	}
+	if info.InputSize == 0 {
+		info.InputSize = opts.InputSize
+	}
+	if info.InputSize == 0 {
+		info.InputSize = DefaultInputSize
+	}
+	if info.InputSize < 32 || info.InputSize%32 != 0 {
+		return nil, fmt.Errorf("engine: input size %d is not a positive multiple of 32", info.InputSize)
+	}
+	p := &pipeline{
+		b:      b,
+		info:   info,
+		lb:     NewLetterboxer(),
+		nms:    nmsFromOptions(opts),
+		given:  opts.ClassNames,
+		filter: opts.Classes,
+	}
+	s := info.InputSize
+	p.input = Tensor{Shape: []int{1, 3, s, s}, Data: make([]float32, 3*s*s)}
+	if len(info.Classes) > 0 {
+		p.names = slices.Clone(info.Classes)
+		if len(opts.ClassNames) > 0 && !slices.Equal(opts.ClassNames, info.Classes) {
+			if len(opts.ClassNames) != len(info.Classes) {
+				p.lb.Close()
+				return nil, fmt.Errorf("engine: class_names has %d names, the model has %d classes", len(opts.ClassNames), len(info.Classes))
+			}
+			p.names = slices.Clone(opts.ClassNames)
+		}
+		p.info.Classes = slices.Clone(p.names)
+		if err := p.resolveFilter(); err != nil {
+			p.lb.Close()
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+// nmsFromOptions applies the defaults to the detector settings.
+func nmsFromOptions(opts Options) NMSOptions {
+	o := NMSOptions{Conf: opts.ConfThreshold, IoU: IoUThreshold(opts.IoUThreshold), MultiLabel: opts.MultiLabel, MaxDet: opts.MaxDetections, MaxNMS: 30000}
+	if opts.ConfThreshold == 0 {
+		o.Conf = DefaultConf
+	}
+	if opts.IoUThreshold == 0 {
+		o.IoU = DefaultIoU
+	}
+	if o.MaxDet <= 0 {
+		o.MaxDet = DefaultMaxDet
+	}
+	return o
+}
+
+// resolveFilter turns the class names of Options.Classes into class ids.
+func (p *pipeline) resolveFilter() error {
+	p.nms.Classes = p.nms.Classes[:0]
+	for _, want := range p.filter {
+		id := slices.Index(p.names, want)
+		if id < 0 {
+			return fmt.Errorf("engine: classes: unknown class %q (the model's classes are %s)", want, summarize(p.names))
+		}
+		p.nms.Classes = append(p.nms.Classes, id)
+	}
+	return nil
+}
+
+func summarize(names []string) string {
+	if len(names) > 8 {
+		return strings.Join(names[:8], ", ") + fmt.Sprintf(", ... (%d in all)", len(names))
+	}
+	return strings.Join(names, ", ")
+}
+
+// Info describes the model.
+func (p *pipeline) Info() ModelInfo {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	info := p.info
+	info.Classes = slices.Clone(p.info.Classes)
+	return info
+}
+
+// Detect runs the whole pipeline on one BGR frame. Calls are serialized.
+func (p *pipeline) Detect(ctx context.Context, frame gocv.Mat) (Result, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return Result{}, errors.New("detect: engine closed")
+	}
+	if err := ctx.Err(); err != nil {
+		return Result{}, fmt.Errorf("detect: %w", err)
+	}
+	start := time.Now()
+	g, err := p.lb.Letterbox(frame, p.info.InputSize, p.input.Data)
+	if err != nil {
+		return Result{}, fmt.Errorf("detect: %w", err)
+	}
+	outs, err := p.b.Forward(ctx, &p.input)
+	if err != nil {
+		return Result{}, fmt.Errorf("detect: forward: %w", err)
+	}
+	_, nc, err := mapLevels(outs)
+	if err != nil {
+		return Result{}, fmt.Errorf("detect: %w", err)
+	}
+	if len(p.names) != nc {
+		// First call without known class names (or the backend changed its
+		// class count): name the classes, resolve the class filter.
+		if err := p.setClasses(nc); err != nil {
+			return Result{}, fmt.Errorf("detect: %w", err)
+		}
+	}
+	cands, err := p.dec.Decode(outs, p.nms)
+	if err != nil {
+		return Result{}, fmt.Errorf("detect: %w", err)
+	}
+	res := Result{Width: g.SrcW, Height: g.SrcH, Detections: make([]Detection, 0, len(cands))}
+	for _, c := range cands {
+		res.Detections = append(res.Detections, Detection{
+			ClassID: c.Class,
+			Class:   p.names[c.Class],
+			Score:   c.Score,
+			Box:     g.ToFrame(Box{X1: c.X1, Y1: c.Y1, X2: c.X2, Y2: c.Y2}),
+		})
+	}
+	res.InferMS = float64(time.Since(start).Microseconds()) / 1000
+	return res, nil
+}
+
+// setClasses names nc classes and resolves the class filter.
+func (p *pipeline) setClasses(nc int) error {
+	names, err := ClassNames(nc, p.given)
+	if err != nil {
+		return err
+	}
+	p.names = names
+	p.info.Classes = slices.Clone(names)
+	return p.resolveFilter()
+}
+
+// Close releases the backend and the buffers; Detect fails afterwards.
+func (p *pipeline) Close() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return nil
+	}
+	p.closed = true
+	p.lb.Close()
+	if err := p.b.Close(); err != nil {
+		return fmt.Errorf("engine close: %w", err)
+	}
+	return nil
+}
+
+// Open loads opts.Model with the backend named by opts.Backend ("auto" and
+// "" choose "opencv"; "cpu", "cudnn" and "tensorrt" are not in this build
+// yet) and returns the Engine. The input size comes from the model when it
+// is fixed (it then wins over opts.InputSize); the class count too.
+func Open(ctx context.Context, opts Options) (Engine, error) {
+	if opts.Model == "" {
+		return nil, errors.New("open detector: no model file (detector.model)")
+	}
+	backend := strings.ToLower(opts.Backend)
+	switch backend {
+	case "", "auto", "opencv":
+		backend = "opencv"
+	case "cpu", "cudnn", "tensorrt":
+		return nil, fmt.Errorf("open detector: backend %q not available in this build", opts.Backend)
+	default:
+		return nil, fmt.Errorf("open detector: unknown backend %q (want auto, opencv, cpu, cudnn or tensorrt)", opts.Backend)
+	}
+	sum, err := fileSHA256(opts.Model)
+	if err != nil {
+		return nil, fmt.Errorf("open detector: %w", err)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("open detector: %w", err)
+	}
+	b, err := NewOpenCVBackend(opts.Model, opts.Threads)
+	if err != nil {
+		return nil, fmt.Errorf("open detector: %w", err)
+	}
+	oi := b.Info()
+	names, err := ClassNames(oi.NumClasses, opts.ClassNames)
+	if err != nil {
+		b.Close()
+		return nil, fmt.Errorf("open detector %s: %w", opts.Model, err)
+	}
+	info := ModelInfo{Path: opts.Model, SHA256: sum, Backend: backend, InputSize: oi.InputSize, Classes: names}
+	e, err := NewEngine(opts, b, info)
+	if err != nil {
+		b.Close()
+		return nil, fmt.Errorf("open detector %s: %w", opts.Model, err)
+	}
+	return e, nil
+}
+
+// fileSHA256 returns the hex SHA-256 of a file.
+func fileSHA256(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", fmt.Errorf("hashing %s: %w", path, err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
