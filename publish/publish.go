@@ -4,6 +4,19 @@
 // persistent session with a file store and an on-disk outbox so QoS 1
 // messages survive broker outages and agent restarts, command subscription
 // with strict validation, and an optional in-process broker.
+//
+// Delivery is at least once: after a broker outage or an agent crash, QoS 1
+// messages may arrive twice and out of order (both the outbox and paho's
+// session store resend). Every JSON payload carries the schema version "v",
+// a per-topic sequence number "seq" that keeps increasing across restarts,
+// and the enqueue time "ts" (see Header): consumers deduplicate and order by
+// (topic, seq). Snapshots are the one payload that is not JSON (raw JPEG);
+// their v, seq, ts and frame travel on "<cam>/snapshot/meta".
+//
+// Files, under Config.StateDir/mqtt: outbox/ (QoS 1 messages until the
+// broker acknowledges them, see outbox.go for the format and the fsync
+// policy), paho/ (paho's session store) and seq.json (sequence number
+// reservations).
 package publish
 
 import "time"
@@ -33,4 +46,60 @@ type Config struct {
 	// StateDir is set by the agent (not a TOML key): the paho file store and
 	// the outbox live in StateDir/mqtt.
 	StateDir string `toml:"-"`
+}
+
+// Defaults applied by New to zero-valued fields of Config.
+const (
+	DefaultEmbeddedListen = "127.0.0.1:1883"
+	DefaultKeepAlive      = 30 * time.Second
+	DefaultConnectTimeout = 10 * time.Second
+	DefaultQueueSize      = 1000
+	DefaultOutboxMaxBytes = 64 << 20
+	DefaultStatsInterval  = 30 * time.Second
+)
+
+// DefaultConfig returns the configuration used when the [mqtt] table is
+// absent: the embedded broker, detections at QoS 1, not retained. Decode the
+// TOML table over it so that keys left out keep these values (QoS in
+// particular: its zero value 0 is a valid choice, so New cannot tell "unset"
+// from "0").
+func DefaultConfig() Config {
+	return Config{
+		Broker:         "embedded",
+		EmbeddedListen: DefaultEmbeddedListen,
+		KeepAlive:      DefaultKeepAlive,
+		ConnectTimeout: DefaultConnectTimeout,
+		QoS:            1,
+		QueueSize:      DefaultQueueSize,
+		OutboxMaxBytes: DefaultOutboxMaxBytes,
+		StatsInterval:  DefaultStatsInterval,
+	}
+}
+
+// withDefaults fills the zero-valued fields (except QoS and Retain, whose
+// zero values are meaningful) from DefaultConfig.
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	if c.Broker == "" {
+		c.Broker = d.Broker
+	}
+	if c.EmbeddedListen == "" {
+		c.EmbeddedListen = d.EmbeddedListen
+	}
+	if c.KeepAlive <= 0 {
+		c.KeepAlive = d.KeepAlive
+	}
+	if c.ConnectTimeout <= 0 {
+		c.ConnectTimeout = d.ConnectTimeout
+	}
+	if c.QueueSize <= 0 {
+		c.QueueSize = d.QueueSize
+	}
+	if c.OutboxMaxBytes <= 0 {
+		c.OutboxMaxBytes = d.OutboxMaxBytes
+	}
+	if c.StatsInterval <= 0 {
+		c.StatsInterval = d.StatsInterval
+	}
+	return c
 }
