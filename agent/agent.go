@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"reflect"
 	"sync"
 	"time"
@@ -36,7 +37,6 @@ type Agent struct {
 	started  time.Time
 
 	engine engineSlot
-	broker *publish.EmbeddedBroker
 	pub    *publish.Publisher
 	topics publish.Topics
 	notify *Notifier
@@ -92,15 +92,6 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 
 	mqttCfg := cfg.MQTT
 	mqttCfg.StateDir = cfg.Agent.StateDir
-	if mqttCfg.Broker == "embedded" {
-		a.broker, err = publish.StartEmbeddedBroker(mqttCfg.EmbeddedListen, a.log.With("component", "broker"))
-		if err != nil {
-			return fmt.Errorf("embedded broker: %w", err)
-		}
-		defer a.broker.Close()
-		mqttCfg.Broker = "tcp://" + a.broker.Addr()
-		a.log.Info("embedded MQTT broker listening", "addr", a.broker.Addr())
-	}
 
 	eng, err := infer.Open(ctx, cfg.Detector)
 	if err != nil {
@@ -112,15 +103,20 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	a.log.Info("model loaded", "path", info.Path, "backend", info.Backend, "input", info.InputSize,
 		"classes", len(info.Classes), "sha256", info.SHA256)
 
-	a.pub, err = publish.New(mqttCfg, publish.Options{Logger: a.log.With("component", "mqtt"), DeviceID: a.deviceID})
+	a.pub, err = publish.New(mqttCfg, publish.Options{
+		Logger:    a.log.With("component", "mqtt"),
+		DeviceID:  a.deviceID,
+		DataDir:   filepath.Join(cfg.Agent.StateDir, "data"),
+		OnCommand: a.handleCommand,
+	})
 	if err != nil {
 		return fmt.Errorf("mqtt: %w", err)
 	}
 	a.topics = a.pub.Topics()
-	a.pub.SetCommandHandler(a.handleCommand)
 	if err := a.pub.Start(ctx); err != nil {
 		return fmt.Errorf("mqtt: %w", err)
 	}
+	a.log.Info("publishing", "broker", mqttCfg.Broker, "prefix", a.topics.Prefix())
 
 	runCtx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -290,7 +286,7 @@ func (a *Agent) statsLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			a.pub.PublishJSON(a.topics.Stats(), 1, true, a.stats())
+			a.pub.PublishStats(a.stats())
 		}
 	}
 }
@@ -298,14 +294,12 @@ func (a *Agent) statsLoop(ctx context.Context) {
 // stats assembles the stats payload.
 func (a *Agent) stats() *publish.StatsPayload {
 	info := a.engine.Info()
-	ps := a.pub.Stats()
 	s := &publish.StatsPayload{
-		Device:    a.deviceID,
-		UptimeS:   time.Since(a.started).Seconds(),
-		Model:     info.SHA256,
-		Backend:   info.Backend,
-		Cameras:   make(map[string]publish.CameraStats),
-		Publisher: ps,
+		Device:  a.deviceID,
+		UptimeS: time.Since(a.started).Seconds(),
+		Model:   info.SHA256,
+		Backend: info.Backend,
+		Cameras: make(map[string]publish.CameraStats),
 	}
 	a.mu.Lock()
 	for name, p := range a.pipes {

@@ -136,8 +136,9 @@ func (p *pipeline) process(ctx context.Context, f capture.Frame) {
 	p.rate.add(time.Now())
 	p.mu.Unlock()
 
-	p.a.pub.PublishJSON(p.a.topics.Detections(p.cfg.Name), p.a.cfg.MQTT.QoS, p.a.cfg.MQTT.Retain,
-		detectionsPayload(p.a.deviceID, p.cfg.Name, f, res, info))
+	if err := p.a.pub.PublishDetections(detectionsPayload(p.a.deviceID, p.cfg.Name, f, res, info)); err != nil {
+		p.log.Warn("publish detections", "err", err)
+	}
 
 	var reply chan snapshotResult
 	select {
@@ -177,7 +178,9 @@ func (p *pipeline) snapshot(ctx context.Context) (snapshotResult, error) {
 }
 
 func (p *pipeline) publishState(s capture.Stats) {
-	p.a.pub.PublishJSON(p.a.topics.State(p.cfg.Name), 1, true, &publish.StatePayload{
+	p.a.pub.PublishState(&publish.StatePayload{
+		Device:     p.a.deviceID,
+		Camera:     p.cfg.Name,
 		State:      string(s.State),
 		FPS:        s.FPS,
 		Frames:     s.Frames,
@@ -203,16 +206,18 @@ func (p *pipeline) cameraStats() publish.CameraStats {
 	p.mu.Unlock()
 	sort.Float64s(lat)
 	return publish.CameraStats{
-		State:        string(cs.State),
-		FPS:          cs.FPS,
-		DetectFPS:    detectFPS,
-		Dropped:      cs.Dropped,
-		Reconnects:   cs.Reconnects,
-		Detections:   p.detected.Load(),
+		State:      string(cs.State),
+		FPS:        cs.FPS,
+		DetectFPS:  detectFPS,
+		Dropped:    cs.Dropped,
+		Reconnects: cs.Reconnects,
+		LatencyMS: publish.Percentiles{
+			P50: percentile(lat, 0.50),
+			P90: percentile(lat, 0.90),
+			P99: percentile(lat, 0.99),
+		},
+		Detected:     p.detected.Load(),
 		DetectErrors: p.errors.Load(),
-		LatencyP50:   percentile(lat, 0.50),
-		LatencyP90:   percentile(lat, 0.90),
-		LatencyP99:   percentile(lat, 0.99),
 	}
 }
 

@@ -67,8 +67,10 @@ type DetectionsPayload struct {
 
 // Camera states of StatePayload.State.
 const (
+	CameraStarting     = "starting"
 	CameraStreaming    = "streaming"
 	CameraReconnecting = "reconnecting"
+	CameraFrozen       = "frozen"
 	CameraStopped      = "stopped"
 )
 
@@ -78,7 +80,7 @@ type StatePayload struct {
 	Header
 	Device     string  `json:"device"`
 	Camera     string  `json:"camera"`
-	State      string  `json:"state"` // CameraStreaming, CameraReconnecting or CameraStopped
+	State      string  `json:"state"` // one of the Camera* states
 	FPS        float64 `json:"fps"`
 	Frames     uint64  `json:"frames"`
 	Dropped    uint64  `json:"dropped"`
@@ -95,10 +97,14 @@ type Percentiles struct {
 
 // CameraStats are the per-camera figures of StatsPayload.
 type CameraStats struct {
-	FPS       float64     `json:"fps"`        // frames read per second
-	DetectFPS float64     `json:"detect_fps"` // frames detected per second
-	LatencyMS Percentiles `json:"latency_ms"` // capture to publish
-	Dropped   uint64      `json:"dropped"`    // frames skipped because the detector was busy
+	State        string      `json:"state"`         // as on Topics.State
+	FPS          float64     `json:"fps"`           // frames read per second
+	DetectFPS    float64     `json:"detect_fps"`    // frames detected per second
+	LatencyMS    Percentiles `json:"latency_ms"`    // letterbox + inference + decode + NMS, recent frames
+	Dropped      uint64      `json:"dropped"`       // frames replaced by a newer one before the detector took them
+	Reconnects   uint64      `json:"reconnects"`    // reopen attempts since start
+	Detected     uint64      `json:"detected"`      // frames run through the detector since start
+	DetectErrors uint64      `json:"detect_errors"` // frames the detector failed on
 }
 
 // StatsPayload is published, retained, on Topics.Stats every
