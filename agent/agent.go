@@ -104,7 +104,7 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		"classes", len(info.Classes), "sha256", info.SHA256)
 
 	a.pub, err = publish.New(mqttCfg, publish.Options{
-		Logger:    a.log.With("component", "mqtt"),
+		Logger:    a.log,
 		DeviceID:  a.deviceID,
 		DataDir:   filepath.Join(cfg.Agent.StateDir, "data"),
 		OnCommand: a.handleCommand,

@@ -23,7 +23,7 @@ func TestAgentNetworkCameraOutageStallFreezeAndRecovery(t *testing.T) {
 	defer cam.Close()
 	dir := t.TempDir()
 	cfgPath := testConfig{
-		Broker:   broker.addr(),
+		Broker:   broker.URL(),
 		StateDir: filepath.Join(dir, "state"),
 		Model:    testModel(t),
 		Cameras: fmt.Sprintf(`[[camera]]
@@ -37,7 +37,7 @@ backoff_min = "200ms"
 backoff_max = "1s"
 `, cam.URL()),
 	}.write(t, dir)
-	sub := subscribe(t, broker.addr(), prefixFor(t)+"/#")
+	sub := subscribe(t, broker.URL(), prefixFor(t)+"/#")
 
 	a, err := New(Options{ConfigPath: cfgPath, LogOutput: newTestLog(t)})
 	if err != nil {

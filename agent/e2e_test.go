@@ -213,12 +213,12 @@ func TestAgentPublishesDetectionsFromVideoOverMosquitto(t *testing.T) {
 	dir := t.TempDir()
 	video := capturetest.MakeVideo(t, dir, 320, 240, 15, 3)
 	cfgPath := testConfig{
-		Broker:   broker.addr(),
+		Broker:   broker.URL(),
 		StateDir: filepath.Join(dir, "state"),
 		Model:    testModel(t),
 		Cameras:  fmt.Sprintf("[[camera]]\nname = \"cam1\"\nuri = \"file://%s\"\nloop = true\nmax_fps = 10\n", video),
 	}.write(t, dir)
-	sub := subscribe(t, broker.addr(), prefixFor(t)+"/#")
+	sub := subscribe(t, broker.URL(), prefixFor(t)+"/#")
 
 	a, err := New(Options{ConfigPath: cfgPath, LogOutput: newTestLog(t)})
 	if err != nil {
@@ -281,12 +281,12 @@ func TestAgentBinaryLastWillOnKillAndGracefulSIGTERM(t *testing.T) {
 	dir := t.TempDir()
 	video := capturetest.MakeVideo(t, dir, 320, 240, 15, 2)
 	cfgPath := testConfig{
-		Broker:   broker.addr(),
+		Broker:   broker.URL(),
 		StateDir: filepath.Join(dir, "state"),
 		Model:    testModel(t),
 		Cameras:  fmt.Sprintf("[[camera]]\nname = \"cam1\"\nuri = \"file://%s\"\nloop = true\nmax_fps = 5\n", video),
 	}.write(t, dir)
-	sub := subscribe(t, broker.addr(), prefixFor(t)+"/availability")
+	sub := subscribe(t, broker.URL(), prefixFor(t)+"/availability")
 	lastAvail := func() string {
 		ms := sub.on("/availability")
 		if len(ms) == 0 {
@@ -310,7 +310,7 @@ func TestAgentBinaryLastWillOnKillAndGracefulSIGTERM(t *testing.T) {
 		}
 	}
 	// A fresh subscriber sees the retained value.
-	late := subscribe(t, broker.addr(), prefixFor(t)+"/availability")
+	late := subscribe(t, broker.URL(), prefixFor(t)+"/availability")
 	waitFor(t, 5*time.Second, "retained offline", func() bool {
 		ms := late.on("/availability")
 		return len(ms) > 0 && ms[0].Retained && string(ms[0].Payload) == "offline"

@@ -1,74 +1,21 @@
 package agent
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/yolo7d/yolo7d/publish/mqtttest"
 )
 
-// mosquitto is a real broker on a loopback port, started by a test.
-type mosquitto struct {
-	t    *testing.T
-	port int
-	dir  string
-	cmd  *exec.Cmd
-	log  bytes.Buffer
-}
-
-// startMosquitto starts mosquitto with persistence on a free port; the test
-// is skipped when mosquitto is not installed.
-func startMosquitto(t *testing.T) *mosquitto {
-	t.Helper()
-	if _, err := exec.LookPath("mosquitto"); err != nil {
-		if _, err := os.Stat("/usr/sbin/mosquitto"); err != nil {
-			t.Skip("mosquitto is not installed (make deps installs it)")
-		}
-	}
-	m := &mosquitto{t: t, port: freePort(t), dir: t.TempDir()}
-	conf := fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location %s/\nautosave_interval 1\nmax_queued_messages 100000\n", m.port, m.dir)
-	if err := os.WriteFile(filepath.Join(m.dir, "mosquitto.conf"), []byte(conf), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	m.start()
-	t.Cleanup(m.stop)
-	return m
-}
-
-func (m *mosquitto) addr() string { return fmt.Sprintf("tcp://127.0.0.1:%d", m.port) }
-
-func (m *mosquitto) start() {
-	m.t.Helper()
-	bin := "mosquitto"
-	if _, err := exec.LookPath(bin); err != nil {
-		bin = "/usr/sbin/mosquitto"
-	}
-	m.cmd = exec.Command(bin, "-c", filepath.Join(m.dir, "mosquitto.conf"))
-	m.cmd.Stdout, m.cmd.Stderr = &m.log, &m.log
-	if err := m.cmd.Start(); err != nil {
-		m.t.Fatalf("start mosquitto: %v", err)
-	}
-	waitListening(m.t, fmt.Sprintf("127.0.0.1:%d", m.port), 5*time.Second)
-}
-
-func (m *mosquitto) stop() {
-	if m.cmd == nil || m.cmd.Process == nil {
-		return
-	}
-	_ = m.cmd.Process.Signal(syscall.SIGTERM)
-	_ = m.cmd.Wait()
-	m.cmd = nil
-}
+// startMosquitto starts a real mosquitto on a free loopback port.
+func startMosquitto(t *testing.T) *mqtttest.Mosquitto { return mqtttest.NewMosquitto(t, true) }
 
 func freePort(t *testing.T) int {
 	t.Helper()

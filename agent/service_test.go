@@ -128,9 +128,9 @@ func TestAgentBinaryNotifiesSystemdAndReloadsOnSIGHUP(t *testing.T) {
 	camera := func(name string) string {
 		return fmt.Sprintf("[[camera]]\nname = %q\nuri = \"file://%s\"\nloop = true\nmax_fps = 5\n", name, video)
 	}
-	tc := testConfig{Broker: broker.addr(), StateDir: filepath.Join(dir, "state"), Model: testModel(t), Cameras: camera("one")}
+	tc := testConfig{Broker: broker.URL(), StateDir: filepath.Join(dir, "state"), Model: testModel(t), Cameras: camera("one")}
 	cfgPath := tc.write(t, dir)
-	sub := subscribe(t, broker.addr(), prefixFor(t)+"/#")
+	sub := subscribe(t, broker.URL(), prefixFor(t)+"/#")
 
 	cmd := exec.Command(bin, "run", "--config", cfgPath)
 	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sock, "WATCHDOG_USEC=1000000")

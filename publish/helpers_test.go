@@ -4,20 +4,17 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/yolo7d/yolo7d/publish/mqtttest"
 )
 
 // testLogger logs through t.Log, so output shows only for failing tests
@@ -45,110 +42,11 @@ func freePort(t testing.TB) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// mosquitto is a real mosquitto broker on a loopback port, with persistence
-// in a temporary directory, that a test can stop and start again on the same
-// port.
-type mosquitto struct {
-	t    testing.TB
-	bin  string
-	port int
-	dir  string
-	conf string
-	cmd  *exec.Cmd
-	done chan struct{}
-}
+// mosquitto is the shared test broker of package mqtttest.
+type mosquitto = mqtttest.Mosquitto
 
-// newMosquitto prepares a broker (skipping the test when mosquitto is not
-// installed) and starts it unless start is false. It is stopped at cleanup.
-func newMosquitto(t testing.TB, start bool) *mosquitto {
-	t.Helper()
-	bin, err := exec.LookPath("mosquitto")
-	if err != nil {
-		for _, p := range []string{"/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"} {
-			if _, err := os.Stat(p); err == nil {
-				bin = p
-			}
-		}
-	}
-	if bin == "" {
-		t.Skip("mosquitto is not installed (apt-get install mosquitto)")
-	}
-	m := &mosquitto{t: t, port: freePort(t), dir: t.TempDir()}
-	m.conf = filepath.Join(m.dir, "mosquitto.conf")
-	var user string
-	if os.Geteuid() == 0 {
-		user = "user root\n" // otherwise it drops to "mosquitto", which cannot write the temp dir
-	}
-	conf := fmt.Sprintf("%slistener %d 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location %s/\nautosave_interval 1\nmax_queued_messages 0\nlog_dest file %s\n",
-		user, m.port, m.dir, filepath.Join(m.dir, "mosquitto.log"))
-	if err := os.WriteFile(m.conf, []byte(conf), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		m.Stop()
-		if t.Failed() {
-			if b, err := os.ReadFile(filepath.Join(m.dir, "mosquitto.log")); err == nil {
-				t.Logf("mosquitto log:\n%s", tail(string(b), 4000))
-			}
-		}
-	})
-	m.bin = bin
-	if start {
-		m.Start()
-	}
-	return m
-}
-
-func tail(s string, n int) string {
-	if len(s) > n {
-		return s[len(s)-n:]
-	}
-	return s
-}
-
-// URL is the broker's address for paho.
-func (m *mosquitto) URL() string { return fmt.Sprintf("tcp://127.0.0.1:%d", m.port) }
-
-// Start starts the broker and waits until it accepts connections.
-func (m *mosquitto) Start() {
-	m.t.Helper()
-	cmd := exec.Command(m.bin, "-c", m.conf)
-	if err := cmd.Start(); err != nil {
-		m.t.Fatalf("start mosquitto: %v", err)
-	}
-	m.cmd, m.done = cmd, make(chan struct{})
-	go func(done chan struct{}) { cmd.Wait(); close(done) }(m.done)
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", m.port), 200*time.Millisecond)
-		if err == nil {
-			c.Close()
-			return
-		}
-		select {
-		case <-m.done:
-			m.t.Fatalf("mosquitto exited at start (port %d taken?)", m.port)
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-	m.t.Fatal("mosquitto did not start listening")
-}
-
-// Stop stops the broker with SIGTERM (it saves its persistence database)
-// and waits for it to exit.
-func (m *mosquitto) Stop() {
-	if m.cmd == nil {
-		return
-	}
-	m.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-m.done:
-	case <-time.After(10 * time.Second):
-		m.cmd.Process.Kill()
-		<-m.done
-	}
-	m.cmd = nil
-}
+// newMosquitto starts (unless start is false) a real mosquitto for t.
+func newMosquitto(t testing.TB, start bool) *mosquitto { return mqtttest.NewMosquitto(t, start) }
 
 // received is one message seen by a collector.
 type received struct {
@@ -305,4 +203,12 @@ func lines(r io.Reader) <-chan string {
 		}
 	}()
 	return ch
+}
+
+// tail is the last n bytes of s.
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
 }
