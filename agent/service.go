@@ -118,6 +118,7 @@ type InstallOptions struct {
 	ExecPath   string // the yolo7d binary (default: this executable)
 	ConfigPath string // absolute path of the configuration file
 	UnitDir    string // where the unit goes (default /etc/systemd/system)
+	User       string // run as this static account instead of a DynamicUser
 	// NoSystemctl writes the unit only (no daemon-reload / enable): for
 	// packaging and tests.
 	NoSystemctl bool
@@ -168,7 +169,7 @@ func Install(o InstallOptions) error {
 	}
 	var unit bytes.Buffer
 	params := systemd.DefaultParams()
-	params.ExecPath, params.ConfigPath = o.ExecPath, o.ConfigPath
+	params.ExecPath, params.ConfigPath, params.User = o.ExecPath, o.ConfigPath, o.User
 	if err := systemd.Render(&unit, params); err != nil {
 		return fmt.Errorf("install: %w", err)
 	}

@@ -34,7 +34,7 @@ const usage = `yolo7d — YOLOv7-tiny edge detection agent
 
 usage:
   yolo7d run [--config FILE]                 run the agent in the foreground
-  yolo7d install [--config FILE] [--unit-dir DIR] [--no-systemctl] [--exec PATH]
+  yolo7d install [--config FILE] [--user NAME] [--unit-dir DIR] [--no-systemctl] [--exec PATH]
   yolo7d uninstall | start | stop | restart | status
   yolo7d config check FILE                   validate FILE, print the effective configuration
   yolo7d model init -o FILE [--act relu|leaky] [--nc N] [--img N] [--seed N]
@@ -112,6 +112,7 @@ func cmdInstall(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.ConfigPath, "config", "/etc/yolo7d/config.toml", "configuration `file` the service uses")
 	fs.StringVar(&o.UnitDir, "unit-dir", "", "directory for yolo7d.service (default /etc/systemd/system)")
 	fs.StringVar(&o.ExecPath, "exec", "", "path of the yolo7d binary the unit runs (default: this one)")
+	fs.StringVar(&o.User, "user", "", "run the service as this `account` (default: a systemd DynamicUser)")
 	fs.BoolVar(&o.NoSystemctl, "no-systemctl", false, "only write the unit file")
 	if err := fs.Parse(args); err != nil {
 		return err
