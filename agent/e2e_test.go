@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -256,6 +257,62 @@ func TestAgentPublishesDetectionsFromVideoOverMosquitto(t *testing.T) {
 	if stats["v"] != float64(1) || stats["cameras"] == nil {
 		t.Errorf("stats payload lacks v or cameras: %v", stats)
 	}
+
+	// Commands: a snapshot, and refusals with reasons.
+	p := prefixFor(t)
+	cmds := []struct {
+		topic, payload string
+		ok             bool
+		errHas         string
+	}{
+		{p + "/cmd/snapshot", `{"id":"s1","camera":"cam1"}`, true, ""},
+		{p + "/cmd/snapshot", `{"id":"s2","camera":"nosuch"}`, false, "not running"},
+		{p + "/cmd/snapshot", `{"id":"s3","camera":"cam1","extra":1}`, false, "extra"},
+		{p + "/cmd/reload", `{"id":"r1","epochs":"x"}`, false, "epochs"},
+		{p + "/cmd/finetune", `{"id":"f1","data":"../../etc/passwd"}`, false, "data"},
+		{p + "/cmd/finetune", `{"id":"f2","data":"set/data.yaml"}`, false, "not available"},
+		{p + "/cmd/explode", `{"id":"x1"}`, false, "explode"},
+	}
+	for _, c := range cmds {
+		if tok := sub.client.Publish(c.topic, 1, false, c.payload); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+			t.Fatalf("publish %s: %v", c.topic, tok.Error())
+		}
+	}
+	type result struct {
+		V     int    `json:"v"`
+		ID    string `json:"id"`
+		OK    bool   `json:"ok"`
+		Error string `json:"error"`
+	}
+	results := func() map[string]result {
+		m := map[string]result{}
+		for _, msg := range sub.on("/cmd/result") {
+			var r result
+			if json.Unmarshal(msg.Payload, &r) == nil {
+				m[r.ID] = r
+			}
+		}
+		return m
+	}
+	waitFor(t, 15*time.Second, "a result for every command", func() bool { return len(results()) >= len(cmds) })
+	got := results()
+	for _, c := range cmds {
+		var id struct{ ID string }
+		json.Unmarshal([]byte(c.payload), &id)
+		r := got[id.ID]
+		if r.V != 1 || r.OK != c.ok || !strings.Contains(r.Error, c.errHas) {
+			t.Errorf("command %s %s: result %+v, want ok=%v and an error containing %q", c.topic, c.payload, r, c.ok, c.errHas)
+		}
+	}
+	snaps := sub.on("/cameras/cam1/snapshot")
+	if len(snaps) == 0 || !bytes.HasPrefix(snaps[0].Payload, []byte{0xFF, 0xD8}) {
+		t.Errorf("no JPEG on the snapshot topic (%d messages)", len(snaps))
+	}
+	late := subscribe(t, broker.URL(), p+"/cameras/cam1/snapshot")
+	waitFor(t, 5*time.Second, "the retained snapshot for a late subscriber", func() bool {
+		ms := late.on("/cameras/cam1/snapshot")
+		return len(ms) > 0 && ms[0].Retained && bytes.HasPrefix(ms[0].Payload, []byte{0xFF, 0xD8})
+	})
 
 	cancel()
 	select {
