@@ -5,14 +5,16 @@ import (
 	"os"
 	"sort"
 	"strings"
+
+	"github.com/yolo7d/yolo7d/tiny"
 )
 
 // onnxFloat is TensorProto.DataType FLOAT.
-const onnxFloat = 1
+const onnxFloat = tiny.DTypeFloat
 
 // maxONNXSize is the largest model file the checker reads (the protobuf
 // limit).
-const maxONNXSize = 2 << 30
+const maxONNXSize = tiny.MaxONNXBytes
 
 // ONNXInfo summarises a model that passed CheckONNXForOpenCV.
 type ONNXInfo struct {
@@ -77,20 +79,25 @@ func CheckONNXForOpenCV(path string) (ONNXInfo, error) {
 	return info, nil
 }
 
-// CheckONNX is CheckONNXForOpenCV on the bytes of a model.
+// CheckONNX is CheckONNXForOpenCV on the bytes of a model. The model is
+// parsed with tiny.ParseONNXStructure: tensor data is not decoded.
 func CheckONNX(b []byte) (ONNXInfo, error) {
-	g, err := ParseONNX(b)
+	g, err := tiny.ParseONNXStructure(b)
 	if err != nil {
 		return ONNXInfo{}, err
 	}
+	opset, haveOpset := g.DefaultOpset()
 	info := ONNXInfo{
-		IRVersion: g.IRVersion, Opset: g.Opset, Producer: g.Producer,
+		IRVersion: g.IRVersion, Opset: opset, Producer: g.ProducerName,
 		Ops: map[string]int{}, Nodes: len(g.Nodes), Initializers: len(g.Initializers),
+	}
+	if !haveOpset {
+		info.Opset = -1
 	}
 	if len(g.Nodes) == 0 {
 		return info, fmt.Errorf("graph has no nodes")
 	}
-	if g.Opset < 0 {
+	if !haveOpset {
 		return info, fmt.Errorf("no opset_import for the default domain")
 	}
 	defined := map[string]bool{"": true}
@@ -128,7 +135,7 @@ func CheckONNX(b []byte) (ONNXInfo, error) {
 			defined[out] = true
 		}
 	}
-	var inputs []ONNXValue
+	var inputs []tiny.ONNXValueInfo
 	for _, v := range g.Inputs {
 		if !inits[v.Name] {
 			inputs = append(inputs, v)
@@ -155,7 +162,7 @@ func CheckONNX(b []byte) (ONNXInfo, error) {
 
 // checkONNXOutputs checks for three raw head outputs 1x3xHxWx(5+nc) with
 // H = S/8, S/16, S/32 and fills info.Outputs in level order.
-func checkONNXOutputs(g *ONNXGraph, info *ONNXInfo) error {
+func checkONNXOutputs(g *tiny.ONNXModel, info *ONNXInfo) error {
 	s := info.InputSize
 	for _, o := range g.Outputs {
 		if len(o.Dims) == 3 {
@@ -200,7 +207,7 @@ func checkONNXOutputs(g *ONNXGraph, info *ONNXInfo) error {
 	return nil
 }
 
-func nodeName(i int, n ONNXNode) string {
+func nodeName(i int, n tiny.ONNXNode) string {
 	if n.Name != "" {
 		return fmt.Sprintf("%q (#%d, %s)", n.Name, i, n.OpType)
 	}

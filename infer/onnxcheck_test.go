@@ -138,14 +138,28 @@ func TestCheckONNXRejects(t *testing.T) {
 	}
 }
 
-func FuzzParseONNX(f *testing.F) {
+// FuzzCheckONNX feeds CheckONNX (and so tiny.ParseONNXStructure) arbitrary
+// bytes: it must never panic, and whatever it accepts must be a consistent
+// raw YOLOv7 export.
+func FuzzCheckONNX(f *testing.F) {
 	img := valueInfo("images", 1, 1, 3, 64, 64)
 	raw := []pbuf{valueInfo("a", 1, 1, 3, 8, 8, 7), valueInfo("b", 1, 1, 3, 4, 4, 7), valueInfo("c", 1, 1, 3, 2, 2, 7)}
 	f.Add(toyModel([]pbuf{node("Conv", []string{"images", "w"}, []string{"a", "b", "c"})}, []string{"w"}, img, raw))
+	f.Add(toyModel([]pbuf{node("ScatterND", []string{"images"}, []string{"a"})}, nil, img, raw))
 	f.Add([]byte{0x3a, 0xff, 0xff, 0xff, 0xff, 0x0f})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		if _, err := CheckONNX(b); err != nil {
+		info, err := CheckONNX(b)
+		if err != nil {
 			return
+		}
+		s := info.InputSize
+		if s <= 0 || s%32 != 0 || info.NumClasses < 1 || info.Nodes < 1 || len(info.Outputs) != 3 {
+			t.Fatalf("accepted inconsistent model: %+v", info)
+		}
+		for i, o := range info.Outputs {
+			if o.Stride != 8<<i || len(o.Shape) != 5 || o.Shape[2] != s/o.Stride || o.Shape[4] != info.NumClasses+5 {
+				t.Fatalf("accepted output %d %+v of model %+v", i, o, info)
+			}
 		}
 	})
 }

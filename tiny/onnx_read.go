@@ -21,7 +21,8 @@ const maxTensorElems = 1 << 30
 
 // ONNXTensor is a TensorProto: an initializer or a Constant value. Float32
 // data (DTypeFloat) is decoded into Float, int64 data (DTypeInt64) into
-// Int64; other types keep their raw bytes in Raw.
+// Int64; other types keep their raw bytes in Raw. ParseONNXStructure keeps
+// only Name, DataType, Dims and External.
 type ONNXTensor struct {
 	Name     string
 	DataType int
@@ -29,6 +30,7 @@ type ONNXTensor struct {
 	Float    []float32
 	Int64    []int64
 	Raw      []byte
+	External bool // has external_data entries (ParseONNXStructure only: ParseONNX rejects such tensors)
 }
 
 // NumElems is the product of the tensor's dims (1 for a scalar).
@@ -40,7 +42,8 @@ func (t *ONNXTensor) NumElems() int64 {
 	return n
 }
 
-// ONNXAttr is an AttributeProto. Only the value field matching Type is set.
+// ONNXAttr is an AttributeProto. Only the value field matching Type (one
+// of AttrFloat, AttrInt, ...; 0 when the file omits it) is set.
 type ONNXAttr struct {
 	Name   string
 	Type   int
@@ -73,11 +76,18 @@ func (n *ONNXNode) Attr(name string) (*ONNXAttr, bool) {
 }
 
 // ONNXValueInfo is a graph input or output: a name, an element type and a
-// shape (a symbolic dimension reads as -1).
+// shape (a symbolic or missing dimension reads as -1). Dims is nil when the
+// value has no shape (unknown rank) and empty, not nil, for a scalar.
 type ONNXValueInfo struct {
 	Name     string
 	ElemType int
 	Dims     []int64
+}
+
+// ONNXOpsetID is one OperatorSetIdProto of a model's opset_import.
+type ONNXOpsetID struct {
+	Domain  string
+	Version int64
 }
 
 // ONNXModel is what ReadONNX extracts from a ModelProto: header, the main
@@ -86,12 +96,25 @@ type ONNXModel struct {
 	IRVersion       int64
 	ProducerName    string
 	ProducerVersion string
-	Opset           int64 // version of the default ("" or "ai.onnx") domain
+	Opset           int64 // version of the default ("" or "ai.onnx") domain; 0 if not imported
+	OpsetImports    []ONNXOpsetID
 	GraphName       string
 	Nodes           []ONNXNode
 	Initializers    []ONNXTensor
 	Inputs          []ONNXValueInfo
 	Outputs         []ONNXValueInfo
+}
+
+// DefaultOpset returns the opset version the model imports for the default
+// ("" or "ai.onnx") domain, and false if it imports none.
+func (m *ONNXModel) DefaultOpset() (int64, bool) {
+	v, ok := int64(0), false
+	for _, o := range m.OpsetImports {
+		if o.Domain == "" || o.Domain == "ai.onnx" {
+			v, ok = o.Version, true
+		}
+	}
+	return v, ok
 }
 
 // Initializer returns the initializer called name.
@@ -135,6 +158,26 @@ func ReadONNX(r io.Reader) (*ONNXModel, error) {
 // error, never a panic; no allocation exceeds a small multiple of len(b).
 // Float data of the returned tensors is copied out of b.
 func ParseONNX(b []byte) (*ONNXModel, error) {
+	return onnxParser{data: true}.model(b)
+}
+
+// ParseONNXStructure parses an ONNX ModelProto like ParseONNX but keeps
+// only the header of each tensor (initializers and tensor attributes): name,
+// data type, dims and whether its data is external. Tensor data is neither
+// decoded nor copied nor checked against the dims, so this is the cheap way
+// to inspect a model's graph; everything else is parsed and checked as by
+// ParseONNX.
+func ParseONNXStructure(b []byte) (*ONNXModel, error) {
+	return onnxParser{data: false}.model(b)
+}
+
+// onnxParser holds the parse mode: data says whether tensor data is decoded
+// and checked (ParseONNX) or skipped (ParseONNXStructure).
+type onnxParser struct {
+	data bool
+}
+
+func (p onnxParser) model(b []byte) (*ONNXModel, error) {
 	m := &ONNXModel{}
 	sawGraph := false
 	err := walkFields(b, func(num protowire.Number, typ protowire.Type, v []byte, x uint64) error {
@@ -148,14 +191,20 @@ func ParseONNX(b []byte) (*ONNXModel, error) {
 		case num == fModelOpsetImport && typ == protowire.BytesType:
 			domain, version, err := parseOpset(v)
 			if err != nil {
-				return err
+				return fmt.Errorf("opset_import %d: %w", len(m.OpsetImports), err)
 			}
+			m.OpsetImports = append(m.OpsetImports, ONNXOpsetID{Domain: domain, Version: version})
 			if domain == "" || domain == "ai.onnx" {
 				m.Opset = version
 			}
 		case num == fModelGraph && typ == protowire.BytesType:
+			if sawGraph {
+				return errors.New("more than one graph")
+			}
 			sawGraph = true
-			return parseGraph(v, m)
+			if err := p.graph(v, m); err != nil {
+				return fmt.Errorf("graph: %w", err)
+			}
 		}
 		return nil
 	})
@@ -163,7 +212,7 @@ func ParseONNX(b []byte) (*ONNXModel, error) {
 		return nil, fmt.Errorf("tiny: parse onnx: %w", err)
 	}
 	if !sawGraph {
-		return nil, errors.New("tiny: parse onnx: no graph")
+		return nil, errors.New("tiny: parse onnx: no graph (not an ONNX model?)")
 	}
 	return m, nil
 }
@@ -223,7 +272,7 @@ func parseOpset(b []byte) (domain string, version int64, err error) {
 	return domain, version, err
 }
 
-func parseGraph(b []byte, m *ONNXModel) error {
+func (p onnxParser) graph(b []byte, m *ONNXModel) error {
 	return walkFields(b, func(num protowire.Number, typ protowire.Type, v []byte, x uint64) error {
 		if typ != protowire.BytesType {
 			return nil
@@ -232,13 +281,13 @@ func parseGraph(b []byte, m *ONNXModel) error {
 		case fGraphName:
 			m.GraphName = string(v)
 		case fGraphNode:
-			n, err := parseNode(v)
+			n, err := p.node(v)
 			if err != nil {
 				return fmt.Errorf("node %d: %w", len(m.Nodes), err)
 			}
 			m.Nodes = append(m.Nodes, n)
 		case fGraphInitializer:
-			t, err := parseTensor(v)
+			t, err := p.tensor(v)
 			if err != nil {
 				return fmt.Errorf("initializer %d: %w", len(m.Initializers), err)
 			}
@@ -258,7 +307,7 @@ func parseGraph(b []byte, m *ONNXModel) error {
 	})
 }
 
-func parseNode(b []byte) (ONNXNode, error) {
+func (p onnxParser) node(b []byte) (ONNXNode, error) {
 	var n ONNXNode
 	err := walkFields(b, func(num protowire.Number, typ protowire.Type, v []byte, x uint64) error {
 		if typ != protowire.BytesType {
@@ -276,7 +325,7 @@ func parseNode(b []byte) (ONNXNode, error) {
 		case fNodeDomain:
 			n.Domain = string(v)
 		case fNodeAttribute:
-			a, err := parseAttr(v)
+			a, err := p.attr(v)
 			if err != nil {
 				return fmt.Errorf("attribute %d: %w", len(n.Attrs), err)
 			}
@@ -287,7 +336,7 @@ func parseNode(b []byte) (ONNXNode, error) {
 	return n, err
 }
 
-func parseAttr(b []byte) (ONNXAttr, error) {
+func (p onnxParser) attr(b []byte) (ONNXAttr, error) {
 	var a ONNXAttr
 	err := walkFields(b, func(num protowire.Number, typ protowire.Type, v []byte, x uint64) error {
 		var err error
@@ -303,7 +352,7 @@ func parseAttr(b []byte) (ONNXAttr, error) {
 		case num == fAttrS && typ == protowire.BytesType:
 			a.S = string(v)
 		case num == fAttrT && typ == protowire.BytesType:
-			a.T, err = parseTensor(v)
+			a.T, err = p.tensor(v)
 		case num == fAttrFloats:
 			a.Floats, err = appendFloats(a.Floats, typ, v, x)
 		case num == fAttrInts:
@@ -342,6 +391,9 @@ func parseTensorType(b []byte, vi *ONNXValueInfo) error {
 		case num == fTypeTensorElem && typ == protowire.VarintType:
 			vi.ElemType = int(int32(x))
 		case num == fTypeTensorShape && typ == protowire.BytesType:
+			if vi.Dims == nil {
+				vi.Dims = []int64{} // a shape is known, if only of rank 0
+			}
 			return walkFields(v, func(num protowire.Number, typ protowire.Type, v []byte, x uint64) error {
 				if num != fShapeDim || typ != protowire.BytesType {
 					return nil
@@ -361,13 +413,15 @@ func parseTensorType(b []byte, vi *ONNXValueInfo) error {
 	})
 }
 
-func parseTensor(b []byte) (*ONNXTensor, error) {
+func (p onnxParser) tensor(b []byte) (*ONNXTensor, error) {
 	t := &ONNXTensor{}
 	var raw []byte
 	hasRaw, external := false, false
 	err := walkFields(b, func(num protowire.Number, typ protowire.Type, v []byte, x uint64) error {
 		var err error
 		switch {
+		case !p.data && (num == fTensorRawData || num == fTensorFloatData || num == fTensorInt64Data):
+			// Structure only: the data is skipped.
 		case num == fTensorDims:
 			t.Dims, err = appendInt64s(t.Dims, typ, v, x)
 		case num == fTensorDataType && typ == protowire.VarintType:
@@ -388,9 +442,10 @@ func parseTensor(b []byte) (*ONNXTensor, error) {
 	if err != nil {
 		return nil, err
 	}
-	if external {
+	if external && p.data {
 		return nil, fmt.Errorf("tensor %q: external data is not supported", t.Name)
 	}
+	t.External = external
 	n := int64(1)
 	for _, d := range t.Dims {
 		if d < 0 || d > maxTensorElems {
@@ -400,6 +455,9 @@ func parseTensor(b []byte) (*ONNXTensor, error) {
 		if n > maxTensorElems {
 			return nil, fmt.Errorf("tensor %q: dims %v too large", t.Name, t.Dims)
 		}
+	}
+	if !p.data {
+		return t, nil
 	}
 	switch t.DataType {
 	case DTypeFloat:

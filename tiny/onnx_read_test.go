@@ -2,6 +2,8 @@ package tiny
 
 import (
 	"bytes"
+	"fmt"
+	"strings"
 	"testing"
 
 	"google.golang.org/protobuf/encoding/protowire"
@@ -93,6 +95,95 @@ func TestParseONNXRejectsBadInput(t *testing.T) {
 	}
 }
 
+func TestParseONNXStructure(t *testing.T) {
+	full, err := ParseONNX(smallONNX())
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := ParseONNXStructure(smallONNX())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !sameStructure(full, st) {
+		t.Errorf("structure %+v differs from full parse %+v", st, full)
+	}
+	if w, ok := st.Initializer("w"); !ok || w.Float != nil || w.DataType != DTypeFloat || w.NumElems() != 2 {
+		t.Errorf("structure-only initializer w: %+v", w)
+	}
+	if v, ok := st.DefaultOpset(); !ok || v != 12 || len(st.OpsetImports) != 1 || st.ProducerName != "t" {
+		t.Errorf("opset %d %v, imports %v, producer %q", v, ok, st.OpsetImports, st.ProducerName)
+	}
+	if st.Inputs[0].ElemType != DTypeFloat || len(st.Inputs[0].Dims) != 4 {
+		t.Errorf("input %+v", st.Inputs[0])
+	}
+
+	// Tensors without (or with external) data pass the structure parse
+	// only; dims are checked by both.
+	noData := pb(nil).msg(fModelGraph, pb(nil).msg(fGraphInitializer,
+		pb(nil).packedInt64s(fTensorDims, []int64{4}).varint(fTensorDataType, DTypeFloat).str(fTensorName, "t")))
+	external := pb(nil).msg(fModelGraph, pb(nil).msg(fGraphInitializer,
+		pb(nil).varint(fTensorDataType, DTypeFloat).str(fTensorName, "e").bytes(fTensorExternal, nil)))
+	for _, b := range [][]byte{noData, external} {
+		if _, err := ParseONNX(b); err == nil {
+			t.Errorf("ParseONNX accepted %x", b)
+		}
+		if _, err := ParseONNXStructure(b); err != nil {
+			t.Errorf("ParseONNXStructure: %v", err)
+		}
+	}
+	if m, _ := ParseONNXStructure(external); m == nil || !m.Initializers[0].External {
+		t.Errorf("external data not flagged: %+v", m)
+	}
+	negDim := pb(nil).msg(fModelGraph, pb(nil).msg(fGraphInitializer,
+		pb(nil).packedInt64s(fTensorDims, []int64{-1}).varint(fTensorDataType, DTypeFloat)))
+	if _, err := ParseONNXStructure(negDim); err == nil {
+		t.Error("ParseONNXStructure accepted a negative dim")
+	}
+
+	// No default-domain opset; a scalar and a shapeless value; two graphs.
+	scalar := pb(nil).str(fValueInfoName, "s").msg(fValueInfoType, pb(nil).msg(fTypeTensor,
+		pb(nil).varint(fTypeTensorElem, DTypeFloat).msg(fTypeTensorShape, nil)))
+	shapeless := pb(nil).str(fValueInfoName, "u").msg(fValueInfoType, pb(nil).msg(fTypeTensor,
+		pb(nil).varint(fTypeTensorElem, DTypeFloat)))
+	g := pb(nil).msg(fGraphInput, scalar).msg(fGraphOutput, shapeless)
+	m, err := ParseONNXStructure(pb(nil).msg(fModelOpsetImport, pb(nil).str(fOpsetDomain, "com.x").int64(fOpsetVersion, 1)).msg(fModelGraph, g))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := m.DefaultOpset(); ok || len(m.OpsetImports) != 1 || m.OpsetImports[0].Domain != "com.x" {
+		t.Errorf("opset imports %v", m.OpsetImports)
+	}
+	if m.Inputs[0].Dims == nil || len(m.Inputs[0].Dims) != 0 || m.Outputs[0].Dims != nil {
+		t.Errorf("scalar dims %#v, shapeless dims %#v", m.Inputs[0].Dims, m.Outputs[0].Dims)
+	}
+	two := pb(nil).msg(fModelGraph, g).msg(fModelGraph, g)
+	if _, err := ParseONNXStructure(two); err == nil || !strings.Contains(err.Error(), "more than one graph") {
+		t.Errorf("two graphs: %v", err)
+	}
+}
+
+// sameStructure reports whether a and b agree on everything but tensor
+// data.
+func sameStructure(a, b *ONNXModel) bool {
+	hdr := func(m *ONNXModel) string {
+		s := fmt.Sprintf("%d %q %q %d %v %q %v %v|", m.IRVersion, m.ProducerName, m.ProducerVersion, m.Opset, m.OpsetImports, m.GraphName, m.Inputs, m.Outputs)
+		for _, t := range m.Initializers {
+			s += fmt.Sprintf("%q %d %v|", t.Name, t.DataType, t.Dims)
+		}
+		for _, n := range m.Nodes {
+			s += fmt.Sprintf("%q %q %q %q %q|", n.Name, n.OpType, n.Domain, n.Inputs, n.Outputs)
+			for _, at := range n.Attrs {
+				s += fmt.Sprintf("%q %d %v %d %q %v %v", at.Name, at.Type, at.F, at.I, at.S, at.Floats, at.Ints)
+				if at.T != nil {
+					s += fmt.Sprintf(" T %q %d %v", at.T.Name, at.T.DataType, at.T.Dims)
+				}
+			}
+		}
+		return s
+	}
+	return hdr(a) == hdr(b)
+}
+
 func TestModelFromONNXRejectsForeignGraphs(t *testing.T) {
 	om, err := ParseONNX(smallONNX())
 	if err != nil {
@@ -121,5 +212,13 @@ func FuzzReadONNX(f *testing.F) {
 			}
 		}
 		ModelFromONNX(om) // must not panic
+		// What parses in full parses as structure too, with the same graph.
+		st, err := ParseONNXStructure(b)
+		if err != nil {
+			t.Fatalf("ParseONNX accepted what ParseONNXStructure rejects: %v", err)
+		}
+		if !sameStructure(om, st) {
+			t.Fatal("ParseONNXStructure and ParseONNX disagree on the graph")
+		}
 	})
 }
