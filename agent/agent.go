@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"sort"
 	"sync"
 	"time"
 
@@ -25,6 +26,8 @@ type Options struct {
 	LogOutput io.Writer
 	// Logger, when set, replaces the logger built from [agent].
 	Logger *slog.Logger
+	// Version is the agent's version, shown in Home Assistant.
+	Version string
 }
 
 // Agent is the running service: the shared engine, one pipeline per enabled
@@ -134,7 +137,11 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 			return err
 		}
 	}
+	names := a.cameraNames()
 	a.mu.Unlock()
+	if err := a.pub.PublishDiscovery(a.opts.Version, names); err != nil {
+		a.log.Warn("home assistant discovery", "err", err)
+	}
 
 	var wg sync.WaitGroup
 	wg.Add(2)
@@ -241,6 +248,12 @@ func (a *Agent) reload(ctx context.Context) error {
 		}
 	}
 	var errs []error
+	var gone []string
+	for name := range a.pipes {
+		if _, ok := want[name]; !ok {
+			gone = append(gone, name)
+		}
+	}
 	for name, p := range a.pipes {
 		if c, ok := want[name]; !ok || !reflect.DeepEqual(c, p.cfg) {
 			p.stop()
@@ -257,6 +270,12 @@ func (a *Agent) reload(ctx context.Context) error {
 		}
 	}
 	a.cfg = next
+	if err := a.pub.ClearDiscovery(gone); err != nil {
+		a.log.Warn("home assistant discovery", "err", err)
+	}
+	if err := a.pub.PublishDiscovery(a.opts.Version, a.cameraNames()); err != nil {
+		a.log.Warn("home assistant discovery", "err", err)
+	}
 	a.log.Info("reload: done", "cameras", len(a.pipes))
 	return errors.Join(errs...)
 }
@@ -307,6 +326,16 @@ func (a *Agent) stats() *publish.StatsPayload {
 	}
 	a.mu.Unlock()
 	return s
+}
+
+// cameraNames lists the running cameras, sorted; a.mu must be held.
+func (a *Agent) cameraNames() []string {
+	names := make([]string, 0, len(a.pipes))
+	for name := range a.pipes {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	return names
 }
 
 func shortHash(h string) string {

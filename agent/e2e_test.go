@@ -102,6 +102,7 @@ type testConfig struct {
 	Model    string
 	Cameras  string // [[camera]] tables
 	Extra    string // more TOML appended at the end
+	MQTT     string // more keys of [mqtt]
 }
 
 func (c testConfig) write(t *testing.T, dir string) string {
@@ -122,10 +123,11 @@ broker = %q
 prefix = "t/%s"
 stats_interval = "1s"
 qos = 1
+%s
 
 %s
 %s
-`, c.StateDir, c.Model, inputSizeOf(c.Model), c.Broker, sanitizeTestName(t.Name()), c.Cameras, c.Extra)
+`, c.StateDir, c.Model, inputSizeOf(c.Model), c.Broker, sanitizeTestName(t.Name()), c.MQTT, c.Cameras, c.Extra)
 	path := filepath.Join(dir, "config.toml")
 	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
 		t.Fatal(err)
@@ -218,8 +220,10 @@ func TestAgentPublishesDetectionsFromVideoOverMosquitto(t *testing.T) {
 		StateDir: filepath.Join(dir, "state"),
 		Model:    testModel(t),
 		Cameras:  fmt.Sprintf("[[camera]]\nname = \"cam1\"\nuri = \"file://%s\"\nloop = true\nmax_fps = 10\n", video),
+		MQTT:     "home_assistant = true\ndiscovery_prefix = \"ha-" + sanitizeTestName(t.Name()) + "\"\n",
 	}.write(t, dir)
 	sub := subscribe(t, broker.URL(), prefixFor(t)+"/#")
+	ha := subscribe(t, broker.URL(), "ha-"+sanitizeTestName(t.Name())+"/#")
 
 	a, err := New(Options{ConfigPath: cfgPath, LogOutput: newTestLog(t)})
 	if err != nil {
@@ -252,6 +256,13 @@ func TestAgentPublishesDetectionsFromVideoOverMosquitto(t *testing.T) {
 	var st stateMsg
 	waitFor(t, 10*time.Second, "state streaming", func() bool { return sub.lastJSON(t, "/cameras/cam1/state", &st) && st.State == "streaming" })
 	waitFor(t, 10*time.Second, "stats", func() bool { return len(sub.on("/stats")) > 0 })
+	waitFor(t, 10*time.Second, "Home Assistant discovery", func() bool { return len(ha.on("/config")) >= 5 })
+	for _, m := range ha.on("/config") {
+		var e map[string]any
+		if err := json.Unmarshal(m.Payload, &e); err != nil || e["unique_id"] == nil || e["availability_topic"] != prefixFor(t)+"/availability" {
+			t.Errorf("discovery %s: %v %s", m.Topic, err, m.Payload)
+		}
+	}
 	var stats map[string]any
 	sub.lastJSON(t, "/stats", &stats)
 	if stats["v"] != float64(1) || stats["cameras"] == nil {

@@ -19,28 +19,30 @@ import (
 
 	"github.com/yolo7d/yolo7d/capture"
 	"github.com/yolo7d/yolo7d/infer"
+	"github.com/yolo7d/yolo7d/publish"
 )
 
 // Defaults of the configuration file (see config.toml for every key).
 const (
-	DefaultStateDir       = "/var/lib/yolo7d"
-	DefaultLogLevel       = "info"
-	DefaultLogFormat      = "text"
-	DefaultBackend        = "auto"
-	DefaultInputSize      = 640
-	DefaultConfThreshold  = 0.25
-	DefaultIoUThreshold   = 0.45
-	DefaultMaxDetections  = 300
-	DefaultBroker         = "embedded"
-	DefaultEmbeddedListen = "127.0.0.1:1883"
-	DefaultKeepAlive      = 30 * time.Second
-	DefaultConnectTimeout = 10 * time.Second
-	DefaultQoS            = 1
-	DefaultQueueSize      = 1000
-	DefaultOutboxMaxBytes = 64 << 20
-	DefaultStatsInterval  = 30 * time.Second
-	DefaultSnapshotEvery  = 10 * time.Second
-	DefaultSnapshotJPEG   = 85
+	DefaultStateDir        = "/var/lib/yolo7d"
+	DefaultLogLevel        = "info"
+	DefaultLogFormat       = "text"
+	DefaultBackend         = "auto"
+	DefaultInputSize       = 640
+	DefaultConfThreshold   = 0.25
+	DefaultIoUThreshold    = 0.45
+	DefaultMaxDetections   = 300
+	DefaultBroker          = "embedded"
+	DefaultEmbeddedListen  = "127.0.0.1:1883"
+	DefaultKeepAlive       = 30 * time.Second
+	DefaultConnectTimeout  = 10 * time.Second
+	DefaultQoS             = 1
+	DefaultQueueSize       = 1000
+	DefaultOutboxMaxBytes  = 64 << 20
+	DefaultStatsInterval   = 30 * time.Second
+	DefaultDiscoveryPrefix = publish.DefaultDiscoveryPrefix
+	DefaultSnapshotEvery   = 10 * time.Second
+	DefaultSnapshotJPEG    = 85
 )
 
 // MaxConfigSize is the largest configuration file Parse accepts.
@@ -562,6 +564,11 @@ func (d *loader) finishMQTT(c *Config) {
 		m.Prefix = "yolo7d/" + id
 	} else if err := checkPrefix(m.Prefix); err != nil {
 		d.errorf("mqtt.prefix", "%v", err)
+	}
+	if !d.defined["mqtt.discovery_prefix"] {
+		m.DiscoveryPrefix = DefaultDiscoveryPrefix
+	} else if err := checkPrefix(m.DiscoveryPrefix); err != nil {
+		d.errorf("mqtt.discovery_prefix", "%v", err)
 	}
 	if !d.defined["mqtt.client_id"] {
 		m.ClientID = "yolo7d-" + id

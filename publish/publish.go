@@ -43,6 +43,11 @@ type Config struct {
 	QueueSize      int           `toml:"queue_size"`       // in-memory queue length (default 1000)
 	OutboxMaxBytes int64         `toml:"outbox_max_bytes"` // on-disk outbox bound (default 64 MiB)
 	StatsInterval  time.Duration `toml:"stats_interval"`   // default 30s
+	// HomeAssistant publishes Home Assistant MQTT discovery configs
+	// (retained) under DiscoveryPrefix, so the agent shows up as a device
+	// with per-camera entities. Default false.
+	HomeAssistant   bool   `toml:"home_assistant"`
+	DiscoveryPrefix string `toml:"discovery_prefix"` // default "homeassistant"
 	// StateDir is set by the agent (not a TOML key): the paho file store and
 	// the outbox live in StateDir/mqtt.
 	StateDir string `toml:"-"`

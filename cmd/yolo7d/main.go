@@ -102,7 +102,7 @@ func cmdRun(args []string, stderr io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	return agent.Run(agent.Options{ConfigPath: *cfg, LogOutput: stderr})
+	return agent.Run(agent.Options{ConfigPath: *cfg, LogOutput: stderr, Version: version})
 }
 
 func cmdInstall(args []string, stdout, stderr io.Writer) error {
