@@ -94,7 +94,6 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	a.log.Info("starting yolo7d", "device", a.deviceID, "config", a.opts.ConfigPath, "state_dir", cfg.Agent.StateDir)
 
 	mqttCfg := cfg.MQTT
-	mqttCfg.StateDir = cfg.Agent.StateDir
 
 	eng, err := infer.Open(ctx, cfg.Detector)
 	if err != nil {

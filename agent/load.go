@@ -641,7 +641,7 @@ func (d *loader) finishMQTT(c *Config) {
 		m.StatsInterval = DefaultStatsInterval
 	}
 	d.positive("mqtt.stats_interval", m.StatsInterval)
-	m.StateDir = filepath.Join(c.Agent.StateDir, "mqtt")
+	m.StateDir = c.Agent.StateDir // publish keeps its files in StateDir/mqtt
 }
 
 // checkBroker validates mqtt.broker and returns its scheme ("" for embedded

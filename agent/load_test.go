@@ -167,7 +167,8 @@ func TestParseDefaults(t *testing.T) {
 	want.MQTT.KeepAlive, want.MQTT.ConnectTimeout = 30*time.Second, 10*time.Second
 	want.MQTT.QoS, want.MQTT.QueueSize, want.MQTT.OutboxMaxBytes = 1, 1000, 64<<20
 	want.MQTT.StatsInterval = 30 * time.Second
-	want.MQTT.StateDir = "/var/lib/yolo7d/mqtt"
+	want.MQTT.StateDir = DefaultStateDir
+	want.MQTT.DiscoveryPrefix = "homeassistant"
 	want.Cameras = []capture.Config{{
 		Name: "c", URI: "v4l2://0", Enabled: true,
 		StallTimeout: 10 * time.Second, FrozenTimeout: 30 * time.Second, OpenTimeout: 15 * time.Second,
