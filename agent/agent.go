@@ -52,7 +52,7 @@ type Agent struct {
 
 // New loads the configuration and prepares an agent; Run starts it.
 func New(opts Options) (*Agent, error) {
-	cfg, err := Load(opts.ConfigPath)
+	cfg, warnings, err := LoadWithWarnings(opts.ConfigPath)
 	if err != nil {
 		return nil, err
 	}
@@ -64,6 +64,9 @@ func New(opts Options) (*Agent, error) {
 		if log, err = NewLogger(opts.LogOutput, cfg.Agent); err != nil {
 			return nil, err
 		}
+	}
+	for _, w := range warnings {
+		log.Warn("configuration", "warning", w)
 	}
 	return &Agent{
 		opts:     opts,

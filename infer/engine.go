@@ -204,18 +204,20 @@ func (p *pipeline) Close() error {
 }
 
 // Open loads opts.Model with the backend named by opts.Backend ("auto" and
-// "" choose "opencv"; "cpu", "cudnn" and "tensorrt" are not in this build
-// yet) and returns the Engine. The input size comes from the model when it
-// is fixed (it then wins over opts.InputSize); the class count too.
+// "" choose "cpu"; "opencv" is OpenCV DNN; "cudnn" and "tensorrt" are not
+// in this build yet) and returns the Engine. The input size comes from the
+// model when it is fixed (it then wins over opts.InputSize); the class
+// count too.
 func Open(ctx context.Context, opts Options) (Engine, error) {
 	if opts.Model == "" {
 		return nil, errors.New("open detector: no model file (detector.model)")
 	}
 	backend := strings.ToLower(opts.Backend)
 	switch backend {
-	case "", "auto", "opencv":
-		backend = "opencv"
-	case "cpu", "cudnn", "tensorrt":
+	case "", "auto", "cpu":
+		backend = "cpu"
+	case "opencv":
+	case "cudnn", "tensorrt":
 		return nil, fmt.Errorf("open detector: backend %q not available in this build", opts.Backend)
 	default:
 		return nil, fmt.Errorf("open detector: unknown backend %q (want auto, opencv, cpu, cudnn or tensorrt)", opts.Backend)
@@ -227,17 +229,29 @@ func Open(ctx context.Context, opts Options) (Engine, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("open detector: %w", err)
 	}
-	b, err := NewOpenCVBackend(opts.Model, opts.Threads)
-	if err != nil {
-		return nil, fmt.Errorf("open detector: %w", err)
+	var (
+		b             Backend
+		inputSize, nc int
+	)
+	if backend == "cpu" {
+		cb, err := NewCPUBackend(opts.Model, opts.Threads)
+		if err != nil {
+			return nil, fmt.Errorf("open detector: %w", err)
+		}
+		b, inputSize, nc = cb, cb.Info().InputSize, cb.Info().NumClasses
+	} else {
+		ob, err := NewOpenCVBackend(opts.Model, opts.Threads)
+		if err != nil {
+			return nil, fmt.Errorf("open detector: %w", err)
+		}
+		b, inputSize, nc = ob, ob.Info().InputSize, ob.Info().NumClasses
 	}
-	oi := b.Info()
-	names, err := ClassNames(oi.NumClasses, opts.ClassNames)
+	names, err := ClassNames(nc, opts.ClassNames)
 	if err != nil {
 		b.Close()
 		return nil, fmt.Errorf("open detector %s: %w", opts.Model, err)
 	}
-	info := ModelInfo{Path: opts.Model, SHA256: sum, Backend: backend, InputSize: oi.InputSize, Classes: names}
+	info := ModelInfo{Path: opts.Model, SHA256: sum, Backend: backend, InputSize: inputSize, Classes: names}
 	e, err := NewEngine(opts, b, info)
 	if err != nil {
 		b.Close()

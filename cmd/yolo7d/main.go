@@ -133,9 +133,12 @@ func cmdConfig(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprint(stderr, "usage: yolo7d config check FILE\n")
 		return flag.ErrHelp
 	}
-	cfg, err := agent.Load(args[1])
+	cfg, warnings, err := agent.LoadWithWarnings(args[1])
 	if err != nil {
 		return err
+	}
+	for _, w := range warnings {
+		fmt.Fprintf(stderr, "warning: %s\n", w)
 	}
 	out, err := cfg.Effective()
 	if err != nil {

@@ -1,0 +1,141 @@
+package tiny
+
+/*
+#cgo CFLAGS: -O3
+#cgo LDFLAGS: -lopenblas
+#include <stddef.h>
+#include <string.h>
+#include <cblas.h>
+
+// bias_act adds bias[o] to cols values of each of rows rows of y (row
+// stride ld), then applies act (0 none, 1 ReLU, 2 LeakyReLU(slope)).
+// Plain loops the compiler vectorises.
+static void bias_act(float *y, int rows, int cols, int ld, const float *bias, int act, float slope) {
+	for (int o = 0; o < rows; o++) {
+		float *r = y + (size_t)o * ld;
+		const float b = bias[o];
+		if (act == 1) {
+			for (int i = 0; i < cols; i++) { float v = r[i] + b; r[i] = v > 0 ? v : 0; }
+		} else if (act == 2) {
+			for (int i = 0; i < cols; i++) { float v = r[i] + b; r[i] = v > 0 ? v : v * slope; }
+		} else {
+			for (int i = 0; i < cols; i++) r[i] += b;
+		}
+	}
+}
+
+// add_bias_rows adds bias[j] to column j of each of rows rows of y (row
+// stride ld, cols columns).
+static void add_bias_rows(float *y, int rows, int cols, int ld, const float *bias) {
+	for (int i = 0; i < rows; i++) {
+		float *r = y + (size_t)i * ld;
+		for (int j = 0; j < cols; j++) r[j] += bias[j];
+	}
+}
+
+// im2col fills rows [c0*k*k, c1*k*k) of the im2col matrix of one image
+// (x: C x h x w) for output rows [oy0, oy1) of width wo: row (c*k+ky)*k+kx,
+// column (oy-oy0)*wo+ox holds x(c, oy*s-pad+ky, ox*s-pad+kx), 0 outside.
+static void im2col(float *col, const float *x, int h, int w, int k, int s, int pad,
+		int c0, int c1, int oy0, int oy1, int wo) {
+	const size_t nt = (size_t)(oy1 - oy0) * wo;
+	for (int c = c0; c < c1; c++) {
+		const float *plane = x + (size_t)c * h * w;
+		for (int ky = 0; ky < k; ky++) {
+			for (int kx = 0; kx < k; kx++) {
+				float *row = col + (size_t)((c * k + ky) * k + kx) * nt;
+				int lo = pad > kx ? (pad - kx + s - 1) / s : 0;
+				int hi = w - 1 + pad - kx >= 0 ? (w - 1 + pad - kx) / s + 1 : 0;
+				if (lo > wo) lo = wo;
+				if (hi > wo) hi = wo;
+				if (hi < lo) hi = lo;
+				for (int oy = oy0; oy < oy1; oy++) {
+					float *dst = row + (size_t)(oy - oy0) * wo;
+					const int iy = oy * s - pad + ky;
+					if (iy < 0 || iy >= h) {
+						memset(dst, 0, sizeof(float) * wo);
+						continue;
+					}
+					// first input column read: lo*s-pad+kx >= 0
+					const float *src = plane + (size_t)iy * w + (lo * s - pad + kx);
+					for (int ox = 0; ox < lo; ox++) dst[ox] = 0;
+					for (int ox = hi; ox < wo; ox++) dst[ox] = 0;
+					const int n = hi - lo;
+					float *d = dst + lo;
+					if (s == 1) {
+						memcpy(d, src, sizeof(float) * n);
+					} else if (s == 2) {
+						for (int j = 0; j < n; j++) d[j] = src[2 * j];
+					} else {
+						for (int j = 0; j < n; j++) d[j] = src[s * j];
+					}
+				}
+			}
+		}
+	}
+}
+*/
+import "C"
+
+import "unsafe"
+
+// This file is the package's cgo: OpenBLAS's SGEMM, and the two loops of
+// the conv that Go does not vectorise (im2col and the bias+activation
+// epilogue, 5-10x faster in C). Callers check every shape and length
+// before calling in; the C code trusts them.
+
+// setBLASThreads sets OpenBLAS's thread count for the whole process (the
+// pthread build honours it; the OpenMP build reads OMP_NUM_THREADS).
+func setBLASThreads(n int) { C.openblas_set_num_threads(C.int(n)) }
+
+func fptr(s []float32) *C.float { return (*C.float)(unsafe.Pointer(unsafe.SliceData(s))) }
+
+// sgemm computes C = A·B in row-major order: A is m x k with row stride
+// lda, B is k x n with row stride ldb, C is m x n with row stride ldc.
+func sgemm(m, n, k int, a []float32, lda int, b []float32, ldb int, c []float32, ldc int) {
+	sgemmT(false, false, m, n, k, a, lda, b, ldb, c, ldc)
+}
+
+// sgemmT is sgemm with A stored transposed (k x m, row stride lda) when ta,
+// and B stored transposed (n x k, row stride ldb) when tb.
+func sgemmT(ta, tb bool, m, n, k int, a []float32, lda int, b []float32, ldb int, c []float32, ldc int) {
+	var tra, trb C.enum_CBLAS_TRANSPOSE = C.CblasNoTrans, C.CblasNoTrans
+	if ta {
+		tra = C.CblasTrans
+	}
+	if tb {
+		trb = C.CblasTrans
+	}
+	C.cblas_sgemm(C.CblasRowMajor, tra, trb,
+		C.blasint(m), C.blasint(n), C.blasint(k), 1,
+		fptr(a), C.blasint(lda), fptr(b), C.blasint(ldb),
+		0, fptr(c), C.blasint(ldc))
+}
+
+// biasAct adds bias[o] to columns [0, cols) of rows [m0, m1) of y (row
+// stride ld) and applies act, in one pass.
+func biasAct(y []float32, ld, m0, m1, cols int, bias []float32, act Act) {
+	a := 0
+	switch act {
+	case ActReLU:
+		a = 1
+	case ActLeaky:
+		a = 2
+	}
+	C.bias_act(fptr(y[m0*ld:]), C.int(m1-m0), C.int(cols), C.int(ld), fptr(bias[m0:]), C.int(a), C.float(LeakySlope))
+}
+
+// im2col fills rows [c0*K*K, c1*K*K) of the im2col matrix of one image for
+// output rows [oy0, oy1): col row (c*K+ky)*K+kx, column (oy-oy0)*wo+ox holds
+// x(c, oy*S-Pad+ky, ox*S-Pad+kx), or 0 in the padding. col has
+// (oy1-oy0)*wo columns; x is the image's C x h x w values.
+func im2col(col, x []float32, h, w int, c ConvArgs, c0, c1, oy0, oy1, wo int) {
+	C.im2col(fptr(col), fptr(x), C.int(h), C.int(w), C.int(c.K), C.int(c.S), C.int(c.Pad),
+		C.int(c0), C.int(c1), C.int(oy0), C.int(oy1), C.int(wo))
+}
+
+// addBiasRows adds bias[j] to column j of rows [0, rows) of y (row stride
+// ld, len(bias) columns).
+func addBiasRows(y []float32, rows, ld int, bias []float32) {
+	C.add_bias_rows(fptr(y), C.int(rows), C.int(len(bias)), C.int(ld), fptr(bias))
+}

@@ -1,0 +1,250 @@
+package tiny
+
+import (
+	"fmt"
+)
+
+// Plan is a deploy Model prepared for one input size on one Device: every
+// activation allocated once, the weights copied into device memory, the
+// scratch sized for the largest op. Concat costs nothing: a tensor that
+// feeds a Concat is written by its producer straight into its channel
+// slice of the concat buffer (for batch 1 the slice is one contiguous
+// NCHW block), so consumers of either read the same memory. A Plan is not
+// safe for concurrent use; make one per goroutine.
+type Plan struct {
+	dev        Device
+	size       int
+	na, no     int
+	input      NCHW   // Data set by Forward
+	outs       []NCHW // per layer output; layer -1 is input
+	steps      []step
+	scratch    []float32
+	heads      [][]float32 // raw outputs, 1 x NA x H x W x NO per level
+	headShapes [][]int
+}
+
+// step is one layer of the forward.
+type step struct {
+	kind  Kind
+	layer int
+	from  []int
+	conv  ConvArgs   // KindConv
+	pool  PoolArgs   // KindMaxPool
+	det   []ConvArgs // KindDetect: one per level
+	// concat inputs that live elsewhere and are copied in: (input layer,
+	// channel offset)
+	copyIn [][2]int
+}
+
+// NewPlan prepares m for a square inputSize x inputSize input (a positive
+// multiple of the largest stride) on dev.
+func (m *Model) NewPlan(dev Device, inputSize int) (*Plan, error) {
+	if err := m.Validate(); err != nil {
+		return nil, fmt.Errorf("tiny: plan: %w", err)
+	}
+	spec := &m.Spec
+	maxStride := 1
+	for _, s := range spec.Strides {
+		maxStride = max(maxStride, s)
+	}
+	if inputSize <= 0 || inputSize%maxStride != 0 {
+		return nil, fmt.Errorf("tiny: plan: input size %d is not a positive multiple of %d", inputSize, maxStride)
+	}
+	shapes, err := spec.Resolve(3, m.NC)
+	if err != nil {
+		return nil, fmt.Errorf("tiny: plan: %w", err)
+	}
+	p := &Plan{dev: dev, size: inputSize, na: spec.NumAnchors(), no: 5 + m.NC}
+	p.input = NCHW{N: 1, C: 3, H: inputSize, W: inputSize}
+	nl := len(spec.Layers)
+	p.outs = make([]NCHW, nl)
+	for i, sh := range shapes {
+		side := inputSize / sh.Stride
+		if side*sh.Stride != inputSize {
+			return nil, fmt.Errorf("tiny: plan: layer %d: stride %d does not divide input size %d", i, sh.Stride, inputSize)
+		}
+		p.outs[i] = NCHW{N: 1, C: sh.OutC, H: side, W: side}
+	}
+
+	// Placement: walk the concats from the last one back, so that a concat
+	// that itself feeds a later concat is placed before its own inputs.
+	// Every tensor that feeds a concat lives in its slice of the first
+	// concat (from the end) that takes it; any other use copies.
+	placed := make([]bool, nl)
+	parent := make([]int, nl) // concat layer holding the tensor, -1 if own buffer
+	offset := make([]int, nl) // its first channel there
+	for i := range parent {
+		parent[i] = -1
+	}
+	copyIn := make([][][2]int, nl)
+	for j := nl - 1; j >= 0; j-- {
+		if spec.Layers[j].Kind != KindConcat {
+			continue
+		}
+		off := 0
+		for _, f := range shapes[j].From {
+			switch {
+			case f < 0 || placed[f] || spec.Layers[f].Kind == KindDetect:
+				copyIn[j] = append(copyIn[j], [2]int{f, off})
+			default:
+				placed[f] = true
+				parent[f], offset[f] = j, off
+			}
+			if f < 0 {
+				off += 3
+			} else {
+				off += p.outs[f].C
+			}
+		}
+	}
+	// Allocate the buffers of unplaced tensors (the detect layer has none
+	// of its own), then resolve the views of placed ones in layer order of
+	// their parents, outermost first.
+	for i := 0; i < nl; i++ {
+		if parent[i] >= 0 || spec.Layers[i].Kind == KindDetect {
+			continue
+		}
+		t := &p.outs[i]
+		buf, err := dev.Alloc(t.C * t.H * t.W)
+		if err != nil {
+			return nil, fmt.Errorf("tiny: plan: layer %d output: %w", i, err)
+		}
+		t.Data = buf
+	}
+	var resolve func(i int) NCHW
+	resolve = func(i int) NCHW {
+		if parent[i] < 0 || p.outs[i].Data != nil {
+			return p.outs[i]
+		}
+		outer := resolve(parent[i])
+		v := outer.Channels(offset[i], p.outs[i].C)
+		p.outs[i].Data, p.outs[i].Stride = v.Data, v.Stride
+		return p.outs[i]
+	}
+	for i := 0; i < nl; i++ {
+		resolve(i)
+	}
+
+	// Weights into device memory, one buffer.
+	total := 0
+	for _, c := range m.Convs {
+		total += len(c.Weight) + len(c.Bias)
+	}
+	params, err := dev.Alloc(total)
+	if err != nil {
+		return nil, fmt.Errorf("tiny: plan: weights: %w", err)
+	}
+	convArgs := make([]ConvArgs, len(m.Convs))
+	for i, c := range m.Convs {
+		w := params[:len(c.Weight):len(c.Weight)]
+		copy(w, c.Weight)
+		b := params[len(w) : len(w)+len(c.Bias) : len(w)+len(c.Bias)]
+		copy(b, c.Bias)
+		params = params[len(w)+len(b):]
+		act := m.Act
+		if c.Level >= 0 {
+			act = ActNone
+		}
+		convArgs[i] = ConvArgs{Weight: w, Bias: b, K: c.K, S: c.S, Pad: c.Pad, Act: act}
+	}
+
+	// Steps, and the scratch of the largest op.
+	scratch := 0
+	ci := 0
+	for i, l := range spec.Layers {
+		st := step{kind: l.Kind, layer: i, from: shapes[i].From, copyIn: copyIn[i]}
+		x := p.view(st.from[0])
+		switch l.Kind {
+		case KindConv:
+			st.conv = convArgs[ci]
+			ci++
+			scratch = max(scratch, dev.ConvScratch(p.outs[i], x, st.conv))
+		case KindMaxPool:
+			st.pool = PoolArgs{K: l.K, S: l.S, Pad: l.Pad}
+			scratch = max(scratch, dev.PoolScratch(p.outs[i], x, st.pool))
+		case KindDetect:
+			for k, f := range st.from {
+				a := convArgs[ci]
+				ci++
+				in := p.outs[f]
+				hb, err := dev.Alloc(p.na * p.no * in.H * in.W)
+				if err != nil {
+					return nil, fmt.Errorf("tiny: plan: detect level %d: %w", k, err)
+				}
+				st.det = append(st.det, a)
+				p.heads = append(p.heads, hb)
+				p.headShapes = append(p.headShapes, []int{1, p.na, in.H, in.W, p.no})
+			}
+		}
+		p.steps = append(p.steps, st)
+	}
+	if ci != len(convArgs) {
+		return nil, fmt.Errorf("tiny: plan: used %d of %d convolutions", ci, len(convArgs))
+	}
+	if p.scratch, err = dev.Alloc(scratch); err != nil {
+		return nil, fmt.Errorf("tiny: plan: scratch: %w", err)
+	}
+	return p, nil
+}
+
+// view is the output of layer i, or the input for i < 0.
+func (p *Plan) view(i int) NCHW {
+	if i < 0 {
+		return p.input
+	}
+	return p.outs[i]
+}
+
+// InputSize is the side of the square input the plan was made for.
+func (p *Plan) InputSize() int { return p.size }
+
+// OutputShapes are the shapes of Forward's outputs, p3, p4, p5: each
+// 1 x NA x H x W x (5+nc).
+func (p *Plan) OutputShapes() [][]int {
+	s := make([][]int, len(p.headShapes))
+	for i, h := range p.headShapes {
+		s[i] = append([]int(nil), h...)
+	}
+	return s
+}
+
+// Forward runs the network on a 1 x 3 x S x S input (NCHW, RGB in [0,1],
+// S = InputSize) and returns the raw head outputs in level order p3, p4,
+// p5, each 1 x NA x H x W x (5+nc) pre-sigmoid logits in C order, as the
+// official raw export. The returned slices belong to the plan and are
+// overwritten by the next Forward.
+func (p *Plan) Forward(input []float32) ([][]float32, error) {
+	if want := 3 * p.size * p.size; len(input) != want {
+		return nil, fmt.Errorf("tiny: forward: input has %d values, want 1x3x%dx%d = %d", len(input), p.size, p.size, want)
+	}
+	p.input.Data = input
+	defer func() { p.input.Data = nil }()
+	for i := range p.steps {
+		st := &p.steps[i]
+		var err error
+		switch st.kind {
+		case KindConv:
+			err = p.dev.Conv(p.outs[st.layer], p.view(st.from[0]), st.conv, p.scratch)
+		case KindMaxPool:
+			err = p.dev.MaxPool(p.outs[st.layer], p.view(st.from[0]), st.pool, p.scratch)
+		case KindUpsample:
+			err = p.dev.Upsample2x(p.outs[st.layer], p.view(st.from[0]))
+		case KindConcat:
+			y := p.outs[st.layer]
+			for _, c := range st.copyIn {
+				x := p.view(c[0])
+				copy(y.Channels(c[1], x.C).Image(0), x.Image(0))
+			}
+		case KindDetect:
+			for k, f := range st.from {
+				if err = p.dev.Head(p.heads[k], p.outs[f], st.det[k], p.na); err != nil {
+					break
+				}
+			}
+		}
+		if err != nil {
+			return nil, fmt.Errorf("tiny: forward: layer %d (%v): %w", st.layer, st.kind, err)
+		}
+	}
+	return p.heads, nil
+}
