@@ -102,7 +102,8 @@ func TestOpenErrors(t *testing.T) {
 		{Options{}, "no model"},
 		{Options{Model: "x.onnx", Backend: "cudnn"}, `backend "cudnn" not available in this build`},
 		{Options{Model: "x.onnx", Backend: "tensorrt"}, "not available in this build"},
-		{Options{Model: "x.onnx", Backend: "cpu"}, "not available in this build"},
+		{Options{Model: "/nonexistent/x.onnx", Backend: "cpu"}, "no such file"},
+		{Options{Model: "/nonexistent/x.onnx", Backend: "opencv"}, "no such file"},
 		{Options{Model: "x.onnx", Backend: "tpu"}, "unknown backend"},
 		{Options{Model: "/nonexistent/x.onnx"}, "no such file"},
 	}
@@ -147,8 +148,8 @@ func TestEngineGolden(t *testing.T) {
 	}
 	defer e.Close()
 	info := e.Info()
-	if info.InputSize != 640 || len(info.SHA256) != 64 || info.Backend != "opencv" || len(info.Classes) != 80 || info.Classes[5] != "bus" {
-		t.Errorf("info %+v: want input 640 (from the model), a sha256, opencv, 80 COCO names", info)
+	if info.InputSize != 640 || len(info.SHA256) != 64 || info.Backend != "cpu" || len(info.Classes) != 80 || info.Classes[5] != "bus" {
+		t.Errorf("info %+v: want input 640 (from the model), a sha256, cpu (what auto picks without a GPU), 80 COCO names", info)
 	}
 	var wg sync.WaitGroup
 	results := make([]Result, 3)

@@ -93,7 +93,7 @@ func devMaxAbsDiff(a, b []float32) float64 {
 }
 
 // TestPlanMatchesReferenceNetwork runs a seeded random model through the
-// plan and through refForward at a small size. Both activations, one and
+// plan and through devRefForward at a small size. Both activations, one and
 // two threads. Tolerance 1e-4 abs: logits are O(1..10) and each of ~20
 // chained layers adds float32 reassociation error of ~1e-6 relative.
 func TestPlanMatchesReferenceNetwork(t *testing.T) {
