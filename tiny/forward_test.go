@@ -197,16 +197,13 @@ func TestNewPlanRejects(t *testing.T) {
 // on the golden input and compares with the official PyTorch raw outputs.
 // 1e-3 abs: logits span about -23..+13 and OpenCV/PyTorch themselves
 // differ by ~2e-4 (float32 reassociation through 58 convs).
+// TestPlanMatchesGolden runs the deploy form imported from each official
+// file — the raw ReLU export, the fused --grid leaky export, and the leaky
+// release checkpoint (.pt, fp16, BN and implicit folded here) — on
+// input.npy and compares the raw head outputs with the official PyTorch
+// ones.
 func TestPlanMatchesGolden(t *testing.T) {
 	g := goldenForward(t)
-	om, err := ReadONNXFile(filepath.Join(g, "yolov7-tiny-relu-raw.onnx"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := ModelFromONNX(om)
-	if err != nil {
-		t.Fatal(err)
-	}
 	shape, in, err := ReadNPYFile(filepath.Join(g, "input.npy"))
 	if err != nil {
 		t.Fatal(err)
@@ -214,27 +211,42 @@ func TestPlanMatchesGolden(t *testing.T) {
 	if len(shape) != 4 || shape[1] != 3 || shape[2] != shape[3] {
 		t.Fatalf("input.npy has shape %v", shape)
 	}
-	p, err := m.NewPlan(NewCPU(0), shape[2])
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := p.Forward(in)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for k := range got {
-		wshape, want, err := ReadNPYFile(filepath.Join(g, fmt.Sprintf("relu_raw_p%d.npy", k+3)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if fmt.Sprint(wshape) != fmt.Sprint(p.OutputShapes()[k]) {
-			t.Fatalf("p%d: shape %v, golden %v", k+3, p.OutputShapes()[k], wshape)
-		}
-		d := devMaxAbsDiff(got[k], want)
-		t.Logf("p%d: max abs error %.3g vs the official PyTorch outputs", k+3, d)
-		if d > 1e-3 {
-			t.Errorf("p%d: max abs error %.3g > 1e-3", k+3, d)
-		}
+	for _, tc := range []struct{ file, act string }{
+		{"yolov7-tiny-relu-raw.onnx", "relu"},
+		{"yolov7-tiny-leaky-fused-grid.onnx", "leaky"},
+		{"yolov7-tiny-leaky.pt", "leaky"},
+	} {
+		t.Run(tc.file, func(t *testing.T) {
+			m, err := ImportModel(filepath.Join(g, tc.file))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(m.Act) != tc.act {
+				t.Fatalf("activation %q, want %q", m.Act, tc.act)
+			}
+			p, err := m.NewPlan(NewCPU(0), shape[2])
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := p.Forward(in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for k := range got {
+				wshape, want, err := ReadNPYFile(filepath.Join(g, fmt.Sprintf("%s_raw_p%d.npy", tc.act, k+3)))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if fmt.Sprint(wshape) != fmt.Sprint(p.OutputShapes()[k]) {
+					t.Fatalf("p%d: shape %v, golden %v", k+3, p.OutputShapes()[k], wshape)
+				}
+				d := devMaxAbsDiff(got[k], want)
+				t.Logf("p%d: max abs error %.3g vs the official PyTorch outputs", k+3, d)
+				if d > 1e-3 {
+					t.Errorf("p%d: max abs error %.3g > 1e-3", k+3, d)
+				}
+			}
+		})
 	}
 }
 

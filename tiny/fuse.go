@@ -183,8 +183,11 @@ func FuseImplicit(w []float32, shape [4]int, b, ia, im []float32) (w2, b2 []floa
 // detect convs without implicits) are taken as they are. Class names and
 // the activation come from the checkpoint.
 func ModelFromPT(ck *Checkpoint) (*Model, error) {
-	if ck.Act == "" {
-		return nil, fmt.Errorf("tiny: model from pt: activation %q is not ReLU or LeakyReLU(0.1)", ck.ActClass)
+	switch {
+	case ck.Act == "" && ck.ActClass == "":
+		return nil, fmt.Errorf("tiny: model from pt: no activation modules (want ReLU or LeakyReLU(0.1))")
+	case ck.Act == "":
+		return nil, fmt.Errorf("tiny: model from pt: activation %s, want ReLU or LeakyReLU(0.1)", ck.ActClass)
 	}
 	m, err := NewModel(YOLOv7Tiny(), ck.Act, ck.NC)
 	if err != nil {

@@ -23,6 +23,12 @@ import (
 // offsets, anchors; fused: Split/Pow/Concat; unfused: ScatterND, Expand,
 // Where ...), which the detector does itself.
 func ModelFromONNX(om *ONNXModel) (*Model, error) {
+	m, _, err := importONNX(om)
+	return m, err
+}
+
+// importONNX is ModelFromONNX, also naming the head form (headRaw, ...).
+func importONNX(om *ONNXModel) (*Model, string, error) {
 	var convs []*ONNXNode
 	g := newImportGraph(om)
 	act := Act("")
@@ -35,30 +41,30 @@ func ModelFromONNX(om *ONNXModel) (*Model, error) {
 			act = ActReLU
 		case "LeakyRelu":
 			if a, ok := n.Attr("alpha"); ok && math.Abs(float64(a.F)-LeakySlope) > 1e-6 {
-				return nil, fmt.Errorf("tiny: import onnx: LeakyRelu alpha %v, want %v", a.F, LeakySlope)
+				return nil, "", fmt.Errorf("tiny: import onnx: LeakyRelu alpha %v, want %v", a.F, LeakySlope)
 			}
 			act = ActLeaky
 		}
 	}
 	if act == "" {
-		return nil, fmt.Errorf("tiny: import onnx: no Relu or LeakyRelu node")
+		return nil, "", fmt.Errorf("tiny: import onnx: no Relu or LeakyRelu node")
 	}
 	spec := YOLOv7Tiny()
 	if len(convs) == 0 {
-		return nil, fmt.Errorf("tiny: import onnx: no Conv node")
+		return nil, "", fmt.Errorf("tiny: import onnx: no Conv node")
 	}
 	last, ok := om.Initializer(inputAt(convs[len(convs)-1], 1))
 	na := spec.NumAnchors()
 	if !ok || len(last.Dims) != 4 || last.Dims[0]%int64(na) != 0 || last.Dims[0]/int64(na) <= 5 {
-		return nil, fmt.Errorf("tiny: import onnx: last conv has no usable detect weight")
+		return nil, "", fmt.Errorf("tiny: import onnx: last conv has no usable detect weight")
 	}
 	nc := int(last.Dims[0]/int64(na)) - 5
 	m, err := NewModel(spec, act, nc)
 	if err != nil {
-		return nil, fmt.Errorf("tiny: import onnx: %w", err)
+		return nil, "", fmt.Errorf("tiny: import onnx: %w", err)
 	}
 	if len(convs) != len(m.Convs) {
-		return nil, fmt.Errorf("tiny: import onnx: %d Conv nodes, %s has %d convolutions", len(convs), spec.Name, len(m.Convs))
+		return nil, "", fmt.Errorf("tiny: import onnx: %d Conv nodes, %s has %d convolutions", len(convs), spec.Name, len(m.Convs))
 	}
 	var heads []detectOut
 	for i, n := range convs {
@@ -66,16 +72,16 @@ func ModelFromONNX(om *ONNXModel) (*Model, error) {
 		w, ok := om.Initializer(inputAt(n, 1))
 		want := []int64{int64(c.Out), int64(c.In), int64(c.K), int64(c.K)}
 		if !ok || !sameDims(w.Dims, want) || w.DataType != DTypeFloat {
-			return nil, fmt.Errorf("tiny: import onnx: Conv node %q (%s): weight is not a float32 %v initializer", n.Name, c.ConvShape.Name, want)
+			return nil, "", fmt.Errorf("tiny: import onnx: Conv node %q (%s): weight is not a float32 %v initializer", n.Name, c.ConvShape.Name, want)
 		}
 		if a, ok := n.Attr("strides"); ok && (len(a.Ints) != 2 || a.Ints[0] != int64(c.S) || a.Ints[1] != int64(c.S)) {
-			return nil, fmt.Errorf("tiny: import onnx: Conv node %q (%s): strides %v, want %d", n.Name, c.ConvShape.Name, a.Ints, c.S)
+			return nil, "", fmt.Errorf("tiny: import onnx: Conv node %q (%s): strides %v, want %d", n.Name, c.ConvShape.Name, a.Ints, c.S)
 		}
 		copy(c.Weight, w.Float)
 		if bn := inputAt(n, 2); bn != "" {
 			b, ok := om.Initializer(bn)
 			if !ok || !sameDims(b.Dims, []int64{int64(c.Out)}) || b.DataType != DTypeFloat {
-				return nil, fmt.Errorf("tiny: import onnx: Conv node %q (%s): bias is not a float32 [%d] initializer", n.Name, c.ConvShape.Name, c.Out)
+				return nil, "", fmt.Errorf("tiny: import onnx: Conv node %q (%s): bias is not a float32 [%d] initializer", n.Name, c.ConvShape.Name, c.Out)
 			}
 			copy(c.Bias, b.Float)
 		}
@@ -89,7 +95,7 @@ func ModelFromONNX(om *ONNXModel) (*Model, error) {
 		if p := g.producer[inputAt(n, 0)]; p != nil && p.OpType == "Add" {
 			v, err := g.implicitOperand(p, c.In)
 			if err != nil {
-				return nil, fmt.Errorf("tiny: import onnx: ImplicitA of %s: %w", c.ConvShape.Name, err)
+				return nil, "", fmt.Errorf("tiny: import onnx: ImplicitA of %s: %w", c.ConvShape.Name, err)
 			}
 			ia = v
 		}
@@ -97,22 +103,23 @@ func ModelFromONNX(om *ONNXModel) (*Model, error) {
 		if mul := g.implicitMul(out.tensor, c.Out); mul != nil {
 			v, err := g.implicitOperand(mul, c.Out)
 			if err != nil {
-				return nil, fmt.Errorf("tiny: import onnx: ImplicitM of %s: %w", c.ConvShape.Name, err)
+				return nil, "", fmt.Errorf("tiny: import onnx: ImplicitM of %s: %w", c.ConvShape.Name, err)
 			}
 			im, out.tensor = v, outputAt(mul, 0)
 		}
 		heads = append(heads, out)
 		if err := c.FoldImplicit(ia, im); err != nil {
-			return nil, fmt.Errorf("tiny: import onnx: %w", err)
+			return nil, "", fmt.Errorf("tiny: import onnx: %w", err)
 		}
 	}
-	if _, err := g.detectHead(heads, na, 5+nc); err != nil {
-		return nil, fmt.Errorf("tiny: import onnx: %w", err)
+	form, err := g.detectHead(heads, na, 5+nc)
+	if err != nil {
+		return nil, "", fmt.Errorf("tiny: import onnx: %w", err)
 	}
 	if err := m.Validate(); err != nil {
-		return nil, fmt.Errorf("tiny: import onnx: %w", err)
+		return nil, "", fmt.Errorf("tiny: import onnx: %s head: %w", form, err)
 	}
-	return m, nil
+	return m, form, nil
 }
 
 // importGraph indexes a model's nodes by the tensors they produce and read.

@@ -111,3 +111,22 @@ func writeRandomModel(path, act string, nc, img int, seed uint64) error {
 	}
 	return tiny.WriteRandomONNX(path, tiny.Config{Act: tiny.Act(act), NC: nc, Seed: seed}, img)
 }
+
+// importModel reads an official checkpoint (.pt) or ONNX export (raw or
+// --grid, fused or not), folds it into the deploy form and writes it as a
+// raw-output ONNX file that every backend runs.
+func importModel(src, dst string, img int) error {
+	if img < 32 || img > 1280 || img%32 != 0 {
+		return fmt.Errorf("--img %d: want a multiple of 32 in 32..1280", img)
+	}
+	m, err := tiny.ImportModel(src)
+	if err != nil {
+		return err
+	}
+	if dir := filepath.Dir(dst); dir != "" {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+	}
+	return tiny.WriteONNXFile(dst, m, img)
+}

@@ -5,6 +5,7 @@
 //	yolo7d uninstall | start | stop | restart | status
 //	yolo7d config check FILE                validate a configuration, print the effective one
 //	yolo7d model init -o FILE [...]         write a seeded random YOLOv7-tiny ONNX model
+//	yolo7d import SRC -o OUT.onnx           convert an official .pt or ONNX export
 //	yolo7d detect -m MODEL IMAGE...         detect objects in images, print JSON
 //	yolo7d version
 package main
@@ -38,6 +39,7 @@ usage:
   yolo7d uninstall | start | stop | restart | status
   yolo7d config check FILE                   validate FILE, print the effective configuration
   yolo7d model init -o FILE [--act relu|leaky] [--nc N] [--img N] [--seed N]
+  yolo7d import SRC -o OUT.onnx [--img N]    official .pt or ONNX (raw/--grid) -> deploy ONNX
   yolo7d detect -m MODEL [--conf X] [--iou X] [--annotate DIR] IMAGE...
   yolo7d version
 `
@@ -68,6 +70,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdModel(rest, stdout, stderr)
 	case "detect":
 		err = cmdDetect(rest, stdout, stderr)
+	case "import":
+		err = cmdImport(rest, stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, "yolo7d", version)
 	case "help", "-h", "--help":
@@ -196,5 +200,32 @@ func cmdModel(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("model init: %w", err)
 	}
 	fmt.Fprintf(stdout, "wrote %s (yolov7-tiny, %s, %d classes, %dx%d, seed %d, random weights)\n", *out, *act, *nc, *img, *img, *seed)
+	return nil
+}
+
+func cmdImport(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("import", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	out := fs.String("o", "", "output `file` (.onnx: the deploy form, raw outputs)")
+	img := fs.Int("img", 640, "input size of the exported model (multiple of 32)")
+	// Accept the flags after SRC too: yolo7d import SRC -o OUT.
+	var src string
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		src, args = args[0], args[1:]
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if src == "" && fs.NArg() == 1 {
+		src = fs.Arg(0)
+	}
+	if src == "" || *out == "" {
+		fmt.Fprint(stderr, "usage: yolo7d import SRC -o OUT.onnx [--img N]\n")
+		return flag.ErrHelp
+	}
+	if err := importModel(src, *out, *img); err != nil {
+		return fmt.Errorf("import %s: %w", src, err)
+	}
+	fmt.Fprintf(stdout, "wrote %s\n", *out)
 	return nil
 }

@@ -34,6 +34,8 @@ func TestCommandLine(t *testing.T) {
 		{name: "model init needs -o", args: []string{"model", "init"}, code: 1, stderr: "-o FILE is required"},
 		{name: "model init bad size", args: []string{"model", "init", "-o", filepath.Join(dir, "m.onnx"), "--img", "100"}, code: 1, stderr: "multiple of 32"},
 		{name: "detect without model", args: []string{"detect", "x.jpg"}, code: 2, stderr: "usage: yolo7d detect"},
+		{name: "import without output", args: []string{"import", "x.pt"}, code: 2, stderr: "usage: yolo7d import"},
+		{name: "import of a non-model", args: []string{"import", bad, "-o", filepath.Join(dir, "o.onnx")}, code: 1, stderr: "import " + bad},
 		{name: "install without systemd", args: []string{"install", "--config", "../../config.toml"}, code: 1, stderr: "does not run systemd", skipSystem: true},
 		{name: "status without systemd", args: []string{"status"}, code: 1, stderr: "does not run systemd", skipSystem: true},
 	}
