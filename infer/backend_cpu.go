@@ -24,28 +24,35 @@ type CPUInfo struct {
 	NumClasses int
 	Act        tiny.Act
 	Threads    int
+	Names      []string // class names the model file carries (may be nil)
 }
 
 // defaultCPUInputSize is used when the model's input has no fixed size.
 const defaultCPUInputSize = DefaultInputSize
 
-// NewCPUBackend reads the ONNX file at path, imports it as a deploy-form
-// model (tiny.ModelFromONNX: BatchNorm and ImplicitA/M folded) and plans
-// its forward on the CPU device with threads goroutines (0 = all cores).
+// NewCPUBackend loads the model at path (NewCPUBackendSize with no
+// fallback input size).
 func NewCPUBackend(path string, threads int) (*CPUBackend, error) {
-	om, err := tiny.ReadONNXFile(path)
+	return NewCPUBackendSize(path, threads, 0)
+}
+
+// NewCPUBackendSize loads the model at path as a deploy-form model and
+// plans its forward on the CPU device with threads goroutines (0 = all
+// cores). The file may be a yolo7d native .safetensors model
+// (tiny.ReadModelFile), an ONNX export (tiny.ModelFromONNX: BatchNorm and
+// ImplicitA/M folded) or an official .pt checkpoint (tiny.ImportModel).
+// The input size is the one the file declares (native metadata input_size,
+// a fixed ONNX input), else size, else DefaultInputSize.
+func NewCPUBackendSize(path string, threads, size int) (*CPUBackend, error) {
+	m, declared, err := loadCPUModel(path)
 	if err != nil {
 		return nil, fmt.Errorf("cpu backend: %w", err)
 	}
-	m, err := tiny.ModelFromONNX(om)
-	if err != nil {
-		return nil, fmt.Errorf("cpu backend: %s: %w", path, err)
+	if declared > 0 {
+		size = declared
 	}
-	size := defaultCPUInputSize
-	if len(om.Inputs) > 0 {
-		if d := om.Inputs[0].Dims; len(d) == 4 && d[2] > 0 && d[2] == d[3] {
-			size = int(d[2])
-		}
+	if size <= 0 {
+		size = defaultCPUInputSize
 	}
 	dev := tiny.NewCPU(threads)
 	plan, err := m.NewPlan(dev, size)
@@ -54,7 +61,7 @@ func NewCPUBackend(path string, threads int) (*CPUBackend, error) {
 	}
 	b := &CPUBackend{
 		plan: plan,
-		info: CPUInfo{InputSize: size, NumClasses: m.NC, Act: m.Act, Threads: dev.Threads()},
+		info: CPUInfo{InputSize: size, NumClasses: m.NC, Act: m.Act, Threads: dev.Threads(), Names: m.Names},
 	}
 	for _, s := range plan.OutputShapes() {
 		b.outs = append(b.outs, &Tensor{Shape: s})
@@ -92,3 +99,39 @@ func (b *CPUBackend) Forward(ctx context.Context, input *Tensor) ([]*Tensor, err
 
 // Close releases nothing: the plan's memory is garbage collected.
 func (b *CPUBackend) Close() error { return nil }
+
+// loadCPUModel reads a native, ONNX or .pt model and the input size the
+// file declares (0 when none).
+func loadCPUModel(path string) (*tiny.Model, int, error) {
+	native, err := tiny.IsSafetensorsFile(path)
+	if err != nil {
+		return nil, 0, err
+	}
+	if native {
+		m, meta, err := tiny.ReadModelFile(path)
+		if err != nil {
+			return nil, 0, err
+		}
+		return m, meta.InputSize, nil
+	}
+	om, err := tiny.ReadONNXFile(path)
+	if err != nil {
+		// Not ONNX: an official checkpoint, or an error naming the file.
+		m, ierr := tiny.ImportModel(path)
+		if ierr != nil {
+			return nil, 0, ierr
+		}
+		return m, 0, nil
+	}
+	m, err := tiny.ModelFromONNX(om)
+	if err != nil {
+		return nil, 0, fmt.Errorf("%s: %w", path, err)
+	}
+	size := 0
+	if len(om.Inputs) > 0 {
+		if d := om.Inputs[0].Dims; len(d) == 4 && d[2] > 0 && d[2] == d[3] {
+			size = int(d[2])
+		}
+	}
+	return m, size, nil
+}

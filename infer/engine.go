@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"gocv.io/x/gocv"
+
+	"github.com/yolo7d/yolo7d/tiny"
 )
 
 // Defaults applied by NewEngine to zero Options fields.
@@ -229,16 +231,26 @@ func Open(ctx context.Context, opts Options) (Engine, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("open detector: %w", err)
 	}
+	if backend == "opencv" {
+		if native, err := tiny.IsSafetensorsFile(opts.Model); err != nil {
+			return nil, fmt.Errorf("open detector: %w", err)
+		} else if native {
+			return nil, fmt.Errorf("open detector: %s is a yolo7d native model: opencv needs ONNX; export with yolo7d export %s -o MODEL.onnx", opts.Model, opts.Model)
+		}
+	}
 	var (
 		b             Backend
 		inputSize, nc int
 	)
 	if backend == "cpu" {
-		cb, err := NewCPUBackend(opts.Model, opts.Threads)
+		cb, err := NewCPUBackendSize(opts.Model, opts.Threads, opts.InputSize)
 		if err != nil {
 			return nil, fmt.Errorf("open detector: %w", err)
 		}
 		b, inputSize, nc = cb, cb.Info().InputSize, cb.Info().NumClasses
+		if len(opts.ClassNames) == 0 && len(cb.Info().Names) == nc {
+			opts.ClassNames = cb.Info().Names // the native file names its classes
+		}
 	} else {
 		ob, err := NewOpenCVBackend(opts.Model, opts.Threads)
 		if err != nil {

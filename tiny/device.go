@@ -118,6 +118,51 @@ type Device interface {
 	// N x NA x H x W x NO: dst(n, a, i, j, k) is output channel a*NO+k at
 	// (i, j).
 	Head(dst []float32, x NCHW, c ConvArgs, na int) error
+
+	// Affine is inference-mode BatchNorm as a per-channel affine map:
+	// y(n, c, i, j) = act(x(n, c, i, j)*Scale[c] + Shift[c] + r(n, c, i, j))
+	// with r = a.Add when a.Add.Data is non-nil (a residual, e.g. the
+	// other RepConv branch), else 0. x, y and a.Add are N x C x H x W;
+	// Scale and Shift have C values; y may be x or a.Add (in place).
+	Affine(y, x NCHW, a AffineArgs) error
+}
+
+// AffineArgs are an Affine op's parameters: per-channel Scale and Shift
+// (BatchNorm with running statistics: Scale = gamma/sqrt(var+eps), Shift =
+// beta - mean*Scale), an optional residual Add and the activation Act
+// (ActReLU, ActLeaky or ActNone).
+type AffineArgs struct {
+	Scale, Shift []float32
+	Add          NCHW
+	Act          Act
+}
+
+// checkAffine checks an Affine op's shapes once, at the boundary.
+func checkAffine(y, x NCHW, a AffineArgs) error {
+	if err := x.check("affine input"); err != nil {
+		return err
+	}
+	if err := y.check("affine output"); err != nil {
+		return err
+	}
+	if y.N != x.N || y.C != x.C || y.H != x.H || y.W != x.W {
+		return fmt.Errorf("affine: output %dx%dx%dx%d, want the input's %dx%dx%dx%d", y.N, y.C, y.H, y.W, x.N, x.C, x.H, x.W)
+	}
+	if len(a.Scale) != x.C || len(a.Shift) != x.C {
+		return fmt.Errorf("affine: %d scales and %d shifts for %d channels", len(a.Scale), len(a.Shift), x.C)
+	}
+	if a.Act != ActReLU && a.Act != ActLeaky && a.Act != ActNone {
+		return fmt.Errorf("affine: unknown activation %q", a.Act)
+	}
+	if a.Add.Data != nil {
+		if err := a.Add.check("affine residual"); err != nil {
+			return err
+		}
+		if a.Add.N != x.N || a.Add.C != x.C || a.Add.H != x.H || a.Add.W != x.W {
+			return fmt.Errorf("affine: residual %dx%dx%dx%d, want %dx%dx%dx%d", a.Add.N, a.Add.C, a.Add.H, a.Add.W, x.N, x.C, x.H, x.W)
+		}
+	}
+	return nil
 }
 
 // checkConv checks the shapes of a convolution once, at the boundary.

@@ -373,9 +373,13 @@ func ImportModel(path string) (*Model, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tiny: import model: %w", err)
 	}
-	head := make([]byte, 4)
+	head := make([]byte, 9)
 	n, _ := io.ReadFull(f, head)
 	f.Close()
+	if isSafetensors(head[:n]) { // yolo7d native model file
+		m, _, err := ReadModelFile(path)
+		return m, err
+	}
 	if bytes.HasPrefix(head[:n], []byte("PK\x03\x04")) {
 		ck, err := ReadPT(path)
 		if err != nil {

@@ -3,6 +3,7 @@ package tiny
 import (
 	"errors"
 	"fmt"
+	"math"
 )
 
 // Kind is the type of a layer in a Spec.
@@ -64,6 +65,8 @@ type Spec struct {
 	Layers  []Layer
 	Anchors [][][2]float32 // per level, NA (w, h) pairs in input pixels
 	Strides []int          // per level, input pixels per output cell
+	Depth   float64        // depth factor of YOLOv7TinyScaled (1 for yolov7-tiny; 0: not recorded)
+	Width   float64        // width factor of YOLOv7TinyScaled (1 for yolov7-tiny; 0: not recorded)
 }
 
 func conv(from, out, k, s int) Layer {
@@ -176,6 +179,8 @@ func YOLOv7Tiny() Spec {
 			{{116, 90}, {156, 198}, {373, 326}}, // P5/32
 		},
 		Strides: []int{8, 16, 32},
+		Depth:   1,
+		Width:   1,
 	}
 }
 
@@ -320,4 +325,177 @@ func (s *Spec) ConvShapes(inC, nc int) ([]ConvShape, error) {
 		}
 	}
 	return cs, nil
+}
+
+// elanDepth is the number of stacked 3x3 convs in a yolov7-tiny ELAN block.
+const elanDepth = 2
+
+// specBuilder appends layers to a table and remembers the absolute index of
+// named layers, so a scaled table gets its From indices right.
+type specBuilder struct {
+	layers []Layer
+	width  float64
+	n      int // stacked 3x3 convs per ELAN block
+}
+
+// ch scales a channel count by the width factor as the official
+// make_divisible: ceil(c*width/8)*8, at least 8.
+func (b *specBuilder) ch(c float64) int {
+	return max(8, int(math.Ceil(c*b.width/8-1e-9))*8)
+}
+
+// add appends l and returns its index.
+func (b *specBuilder) add(l Layer) int {
+	b.layers = append(b.layers, l)
+	return len(b.layers) - 1
+}
+
+// elan appends an ELAN block reading the previous layer: two 1x1 branches
+// of c channels, b.n stacked 3x3 convs, the concat of the last b.n+2
+// outputs, and the transition 1x1 conv whose unscaled width out is scaled
+// by the width factor and by the concat's width ratio (b.n+2)/4. It
+// returns the index of the transition conv.
+func (b *specBuilder) elan(c, out int) int {
+	cc := b.ch(float64(c))
+	b.add(conv(-1, cc, 1, 1))
+	b.add(conv(-2, cc, 1, 1))
+	from := []int{-1, -2}
+	for i := 0; i < b.n; i++ {
+		b.add(conv(-1, cc, 3, 1))
+		from = append(from, -3-i)
+	}
+	b.add(cat(from...))
+	ratio := float64(b.n+elanDepth) / float64(2+elanDepth)
+	return b.add(conv(-1, b.ch(float64(out)*ratio), 1, 1))
+}
+
+// YOLOv7TinyScaled returns yolov7-tiny scaled as the YOLOv7 paper scales
+// concatenation-based models: the depth factor sets the number of stacked
+// 3x3 convs in every ELAN block to round(2*depth) (at least 1, Python's
+// round half to even), and the transition 1x1 conv after each ELAN concat
+// changes its width by the ratio the concat's width changed; the width
+// factor scales every channel count (ceil to a multiple of 8, at least 8).
+// YOLOv7TinyScaled(1, 1) equals YOLOv7Tiny(). The table is generated from
+// a block description, so concat and detect From indices follow the new
+// layer count. The name is "yolov7-tiny" for (1, 1), else
+// "yolov7-tiny-d<depth>-w<width>".
+func YOLOv7TinyScaled(depth, width float64) (Spec, error) {
+	if !(depth > 0 && depth <= 8) || !(width > 0 && width <= 8) {
+		return Spec{}, fmt.Errorf("tiny: scaled spec: depth %v and width %v must be in (0, 8]", depth, width)
+	}
+	b := &specBuilder{width: width, n: max(1, int(math.RoundToEven(elanDepth*depth)))}
+	c := func(x int) int { return b.ch(float64(x)) }
+	// backbone
+	b.add(conv(-1, c(32), 3, 2))
+	b.add(conv(-1, c(64), 3, 2))
+	b.elan(32, 64)
+	b.add(mp(-1))
+	p3 := b.elan(64, 128)
+	b.add(mp(-1))
+	p4 := b.elan(128, 256)
+	b.add(mp(-1))
+	b.elan(256, 512)
+	// head: SPP-CSP
+	b.add(conv(-1, c(256), 1, 1))
+	b.add(conv(-2, c(256), 1, 1))
+	b.add(sp(-1, 5))
+	b.add(sp(-2, 9))
+	b.add(sp(-3, 13))
+	b.add(cat(-1, -2, -3, -4))
+	b.add(conv(-1, c(256), 1, 1))
+	b.add(cat(-1, -7))
+	sppcsp := b.add(conv(-1, c(256), 1, 1))
+	// top-down to P4
+	b.add(conv(-1, c(128), 1, 1))
+	b.add(up(-1))
+	b.add(conv(p4, c(128), 1, 1))
+	b.add(cat(-1, -2))
+	td4 := b.elan(64, 128)
+	// top-down to P3
+	b.add(conv(-1, c(64), 1, 1))
+	b.add(up(-1))
+	b.add(conv(p3, c(64), 1, 1))
+	b.add(cat(-1, -2))
+	td3 := b.elan(32, 64)
+	// bottom-up to P4, P5
+	b.add(conv(-1, c(128), 3, 2))
+	b.add(cat(-1, td4))
+	bu4 := b.elan(64, 128)
+	b.add(conv(-1, c(256), 3, 2))
+	b.add(cat(-1, sppcsp))
+	bu5 := b.elan(128, 256)
+	// detect-head inputs (RepConv in the training form)
+	h3 := b.add(conv(td3, c(128), 3, 1))
+	h4 := b.add(conv(bu4, c(256), 3, 1))
+	h5 := b.add(conv(bu5, c(512), 3, 1))
+	b.add(detect(h3, h4, h5))
+	base := YOLOv7Tiny()
+	s := Spec{Name: base.Name, Layers: b.layers, Anchors: base.Anchors, Strides: base.Strides, Depth: depth, Width: width}
+	if depth != 1 || width != 1 {
+		s.Name = fmt.Sprintf("%s-d%g-w%g", base.Name, depth, width)
+	}
+	if _, err := s.Resolve(3, 1); err != nil {
+		return Spec{}, fmt.Errorf("tiny: scaled spec: %w", err)
+	}
+	return s, nil
+}
+
+// AuxSources returns the layers the auxiliary head reads (the top-down
+// neck outputs P3, P4 and the SPP-CSP output P5: 57, 47 and 37 in
+// yolov7-tiny) and their unscaled aux conv widths 160, 320, 640, found
+// from the detect layer's inputs: P3's source is the lead P3 source, P4's
+// and P5's are the second inputs of the bottom-up concats that precede
+// the lead P4 and P5 sources' ELAN blocks.
+func (s *Spec) AuxSources() ([3]int, error) {
+	var src [3]int
+	n := len(s.Layers)
+	if n == 0 || s.Layers[n-1].Kind != KindDetect || len(s.Layers[n-1].From) != 3 {
+		return src, fmt.Errorf("tiny: spec %s: no 3-level detect layer", s.Name)
+	}
+	abs := func(i, f int) int {
+		if f < 0 {
+			return i + f
+		}
+		return f
+	}
+	det := s.Layers[n-1].From
+	src[0] = abs(n-1, s.Layers[det[0]].From[0])
+	for lvl := 1; lvl < 3; lvl++ {
+		// walk back from the lead source to the nearest two-input concat
+		// whose second input is absolute (cat(-1, td)).
+		i := abs(det[lvl], s.Layers[det[lvl]].From[0])
+		for ; i >= 0; i-- {
+			l := s.Layers[i]
+			if l.Kind == KindConcat && len(l.From) == 2 && l.From[1] >= 0 {
+				break
+			}
+		}
+		if i < 0 {
+			return src, fmt.Errorf("tiny: spec %s: no bottom-up concat before level %d", s.Name, lvl)
+		}
+		src[lvl] = s.Layers[i].From[1]
+	}
+	return src, nil
+}
+
+// SpecByName returns the spec a Spec.Name stands for: "yolov7-tiny" or a
+// YOLOv7TinyScaled name "yolov7-tiny-d<depth>-w<width>" (the name ONNX
+// exports record in their "spec" metadata).
+func SpecByName(name string) (Spec, error) {
+	base := YOLOv7Tiny()
+	if name == base.Name {
+		return base, nil
+	}
+	var d, w float64
+	if n, err := fmt.Sscanf(name, base.Name+"-d%g-w%g", &d, &w); err != nil || n != 2 {
+		return Spec{}, fmt.Errorf("tiny: unknown spec name %q", name)
+	}
+	s, err := YOLOv7TinyScaled(d, w)
+	if err != nil {
+		return Spec{}, err
+	}
+	if s.Name != name {
+		return Spec{}, fmt.Errorf("tiny: spec name %q is not canonical (%q)", name, s.Name)
+	}
+	return s, nil
 }

@@ -5,7 +5,10 @@
 //	yolo7d uninstall | start | stop | restart | status
 //	yolo7d config check FILE                validate a configuration, print the effective one
 //	yolo7d model init -o FILE [...]         write a seeded random YOLOv7-tiny ONNX model
-//	yolo7d import SRC -o OUT.onnx           convert an official .pt or ONNX export
+//	yolo7d import SRC -o MODEL              convert an official .pt or ONNX export
+//	yolo7d export MODEL -o OUT.onnx         write a model as deploy ONNX
+//	yolo7d forward -m MODEL --input X.npy   raw head outputs as .npy
+//	yolo7d bench [-m MODEL] [...]           forward latency per size and backend
 //	yolo7d detect -m MODEL IMAGE...         detect objects in images, print JSON
 //	yolo7d version
 package main
@@ -39,7 +42,10 @@ usage:
   yolo7d uninstall | start | stop | restart | status
   yolo7d config check FILE                   validate FILE, print the effective configuration
   yolo7d model init -o FILE [--act relu|leaky] [--nc N] [--img N] [--seed N]
-  yolo7d import SRC -o OUT.onnx [--img N]    official .pt or ONNX (raw/--grid) -> deploy ONNX
+  yolo7d import SRC -o MODEL [--img N]       official .pt or ONNX (raw/--grid) -> native .safetensors or deploy .onnx
+  yolo7d export MODEL -o OUT.onnx [--img N]  any model -> deploy ONNX (for opencv)
+  yolo7d forward -m MODEL --input X.npy --out-dir DIR   CPU forward, writes p3/p4/p5.npy (raw logits)
+  yolo7d bench [-m MODEL] [--sizes 640,416,320] [--backends cpu,opencv] [--runs N] [--json]
   yolo7d detect -m MODEL [--conf X] [--iou X] [--annotate DIR] IMAGE...
   yolo7d version
 `
@@ -72,6 +78,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdDetect(rest, stdout, stderr)
 	case "import":
 		err = cmdImport(rest, stdout, stderr)
+	case "export":
+		err = cmdExport(rest, stdout, stderr)
+	case "forward":
+		err = cmdForward(rest, stdout, stderr)
+	case "bench":
+		err = cmdBench(rest, stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, "yolo7d", version)
 	case "help", "-h", "--help":
@@ -203,16 +215,21 @@ func cmdModel(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
+// splitSource takes a leading positional argument off args, so flags may
+// come after it: yolo7d import SRC -o OUT.
+func splitSource(args []string) (string, []string) {
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		return args[0], args[1:]
+	}
+	return "", args
+}
+
 func cmdImport(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("import", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	out := fs.String("o", "", "output `file` (.onnx: the deploy form, raw outputs)")
-	img := fs.Int("img", 640, "input size of the exported model (multiple of 32)")
-	// Accept the flags after SRC too: yolo7d import SRC -o OUT.
-	var src string
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		src, args = args[0], args[1:]
-	}
+	out := fs.String("o", "", "output `file`: .safetensors (native) or .onnx (deploy form, raw outputs)")
+	img := fs.Int("img", 640, "input size of the model (multiple of 32)")
+	src, args := splitSource(args)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -220,12 +237,90 @@ func cmdImport(args []string, stdout, stderr io.Writer) error {
 		src = fs.Arg(0)
 	}
 	if src == "" || *out == "" {
-		fmt.Fprint(stderr, "usage: yolo7d import SRC -o OUT.onnx [--img N]\n")
+		fmt.Fprint(stderr, "usage: yolo7d import SRC -o MODEL.safetensors|OUT.onnx [--img N]\n")
 		return flag.ErrHelp
 	}
-	if err := importModel(src, *out, *img); err != nil {
+	if err := importModelFile(src, *out, *img, "yolo7d "+version); err != nil {
 		return fmt.Errorf("import %s: %w", src, err)
 	}
 	fmt.Fprintf(stdout, "wrote %s\n", *out)
 	return nil
+}
+
+func cmdExport(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("export", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	out := fs.String("o", "", "output `file` (.onnx)")
+	img := fs.Int("img", 0, "input size (multiple of 32; default: the model's, else 640)")
+	src, args := splitSource(args)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if src == "" && fs.NArg() == 1 {
+		src = fs.Arg(0)
+	}
+	if src == "" || *out == "" {
+		fmt.Fprint(stderr, "usage: yolo7d export MODEL -o OUT.onnx [--img N]\n")
+		return flag.ErrHelp
+	}
+	if err := exportModel(src, *out, *img); err != nil {
+		return fmt.Errorf("export %s: %w", src, err)
+	}
+	fmt.Fprintf(stdout, "wrote %s\n", *out)
+	return nil
+}
+
+func cmdForward(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("forward", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	model := fs.String("m", "", "model `file` (.safetensors, .onnx or .pt)")
+	input := fs.String("input", "", "input `file` (.npy, float32 1x3xSxS)")
+	outDir := fs.String("out-dir", "", "output `dir` for p3.npy, p4.npy, p5.npy")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *model == "" || *input == "" || *outDir == "" || fs.NArg() != 0 {
+		fmt.Fprint(stderr, "usage: yolo7d forward -m MODEL --input X.npy --out-dir DIR\n")
+		return flag.ErrHelp
+	}
+	files, err := forwardNPY(*model, *input, *outDir)
+	if err != nil {
+		return fmt.Errorf("forward: %w", err)
+	}
+	for _, f := range files {
+		fmt.Fprintf(stdout, "wrote %s\n", f)
+	}
+	return nil
+}
+
+func cmdBench(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o benchOptions
+	fs.StringVar(&o.model, "m", "", "model `file` (default: a generated random 80-class model)")
+	sizes := fs.String("sizes", "640,416,320", "comma-separated input sizes")
+	backends := fs.String("backends", "cpu,opencv", "comma-separated backends: cpu, opencv")
+	fs.IntVar(&o.runs, "runs", 20, "timed runs per size and backend")
+	fs.IntVar(&o.warmup, "warmup", 2, "untimed runs before them")
+	fs.IntVar(&o.threads, "threads", 0, "threads (0 = all cores)")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 0 {
+		fmt.Fprint(stderr, "usage: yolo7d bench [-m MODEL] [--sizes 640,416,320] [--backends cpu,opencv] [--runs N] [--json]\n")
+		return flag.ErrHelp
+	}
+	var err error
+	if o.sizes, err = parseSizes(*sizes); err != nil {
+		return fmt.Errorf("bench: %w", err)
+	}
+	if o.backends, err = parseBackends(*backends); err != nil {
+		return fmt.Errorf("bench: %w", err)
+	}
+	rep, err := runBench(context.Background(), o)
+	if err != nil {
+		return fmt.Errorf("bench: %w", err)
+	}
+	return writeBench(stdout, rep, *asJSON)
 }

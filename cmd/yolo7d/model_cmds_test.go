@@ -1,0 +1,225 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/yolo7d/yolo7d/tiny"
+)
+
+// goldenDir returns ../shared/golden/forward next to the module root (the
+// directory holding go.mod), or "" when it is absent.
+func goldenDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			break
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return ""
+		}
+		dir = parent
+	}
+	g := filepath.Join(dir, "..", "shared", "golden", "forward")
+	if _, err := os.Stat(filepath.Join(g, "input.npy")); err != nil {
+		return ""
+	}
+	return g
+}
+
+// yolo7d runs the command line and fails the test on a non-zero exit.
+func yolo7d(t *testing.T, args ...string) string {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	if code := run(args, &out, &errOut); code != 0 {
+		t.Fatalf("yolo7d %v: exit %d: %s", args, code, errOut.String())
+	}
+	return out.String()
+}
+
+// readOutputs reads p3.npy, p4.npy, p5.npy from dir.
+func readOutputs(t *testing.T, dir string) [3][]float32 {
+	t.Helper()
+	var outs [3][]float32
+	for i := range outs {
+		shape, data, err := tiny.ReadNPYFile(filepath.Join(dir, "p"+string(rune('3'+i))+".npy"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(shape) != 5 || shape[0] != 1 || shape[1] != 3 {
+			t.Fatalf("p%d shape %v, want 1x3xHxWx(5+nc)", i+3, shape)
+		}
+		outs[i] = data
+	}
+	return outs
+}
+
+// maxAbsDiff is the largest |a-b| (Inf when the lengths differ).
+func maxAbsDiff(a, b []float32) float64 {
+	if len(a) != len(b) {
+		return math.Inf(1)
+	}
+	d := 0.0
+	for i := range a {
+		d = max(d, math.Abs(float64(a[i])-float64(b[i])))
+	}
+	return d
+}
+
+// TestModelRoundTripsForwardTheSame: a source model is imported as native
+// .safetensors, exported back to ONNX, and both run by `yolo7d forward`
+// give the same outputs (and the official ones, for the golden files).
+func TestModelRoundTripsForwardTheSame(t *testing.T) {
+	dir := t.TempDir()
+	gen := filepath.Join(dir, "gen.onnx")
+	yolo7d(t, "model", "init", "-o", gen, "--act", "leaky", "--nc", "3", "--img", "64", "--seed", "3")
+	genInput := filepath.Join(dir, "in64.npy")
+	r := rand.New(rand.NewPCG(4, 5))
+	data := make([]float32, 3*64*64)
+	for i := range data {
+		data[i] = r.Float32()
+	}
+	if err := writeNPYFile(genInput, []int{1, 3, 64, 64}, data); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, src, input string
+		img              string
+		want             string // golden raw output prefix ("" = none)
+	}{
+		{name: "generated onnx", src: gen, input: genInput, img: "64"},
+	}
+	if g := goldenDir(t); g != "" {
+		in := filepath.Join(g, "input.npy")
+		tests = append(tests,
+			struct{ name, src, input, img, want string }{"official leaky pt", filepath.Join(g, "yolov7-tiny-leaky.pt"), in, "640", filepath.Join(g, "leaky_raw")},
+			struct{ name, src, input, img, want string }{"official relu raw onnx", filepath.Join(g, "yolov7-tiny-relu-raw.onnx"), in, "640", filepath.Join(g, "relu_raw")},
+		)
+	} else {
+		t.Log("golden data absent: only the generated model is checked")
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			d := t.TempDir()
+			native, onnx := filepath.Join(d, "m.safetensors"), filepath.Join(d, "m.onnx")
+			yolo7d(t, "import", tc.src, "-o", native, "--img", tc.img)
+			yolo7d(t, "export", native, "-o", onnx)
+			yolo7d(t, "forward", "-m", native, "--input", tc.input, "--out-dir", filepath.Join(d, "native"))
+			yolo7d(t, "forward", "-m", onnx, "--input", tc.input, "--out-dir", filepath.Join(d, "onnx"))
+			a, b := readOutputs(t, filepath.Join(d, "native")), readOutputs(t, filepath.Join(d, "onnx"))
+			for i := range a {
+				if diff := maxAbsDiff(a[i], b[i]); diff > 1e-5 {
+					t.Errorf("p%d: native and exported ONNX differ by %.3g", i+3, diff)
+				}
+			}
+			if tc.want == "" {
+				return
+			}
+			for i := range a {
+				_, want, err := tiny.ReadNPYFile(tc.want + "_p" + string(rune('3'+i)) + ".npy")
+				if err != nil {
+					t.Fatal(err)
+				}
+				diff := maxAbsDiff(a[i], want)
+				t.Logf("p%d: max abs error %.3g vs PyTorch", i+3, diff)
+				if diff > 1e-3 {
+					t.Errorf("p%d: max abs error %.3g vs PyTorch > 1e-3", i+3, diff)
+				}
+			}
+		})
+	}
+}
+
+func TestBenchJSONParses(t *testing.T) {
+	for _, backends := range []string{"cpu", "cpu,opencv"} {
+		t.Run(backends, func(t *testing.T) {
+			out := yolo7d(t, "bench", "--sizes", "64,96", "--backends", backends, "--runs", "3", "--warmup", "0", "--json")
+			var rep benchReport
+			if err := json.Unmarshal([]byte(out), &rep); err != nil {
+				t.Fatalf("bench --json output does not parse: %v\n%s", err, out)
+			}
+			n := 2 * len(strings.Split(backends, ","))
+			if rep.Model != "random" || len(rep.Results) != n {
+				t.Fatalf("report %+v, want a random model and %d results", rep, n)
+			}
+			for _, r := range rep.Results {
+				if r.Runs != 3 || !(r.P50MS > 0 && r.P50MS <= r.P90MS && r.P90MS <= r.P99MS && r.MinMS <= r.MeanMS) {
+					t.Errorf("result %+v: want 3 runs and 0 < p50 <= p90 <= p99, min <= mean", r)
+				}
+			}
+		})
+	}
+}
+
+func TestLatencyStats(t *testing.T) {
+	ms := make([]float64, 100)
+	for i := range ms {
+		ms[i] = float64(100 - i) // 100..1
+	}
+	r := latencyStats(ms)
+	if r.P50MS != 50 || r.P90MS != 90 || r.P99MS != 99 || r.MeanMS != 50.5 || r.MinMS != 1 {
+		t.Errorf("stats %+v, want p50 50, p90 90, p99 99, mean 50.5, min 1", r)
+	}
+}
+
+func TestModelCommandErrorsNameTheFile(t *testing.T) {
+	dir := t.TempDir()
+	junk := filepath.Join(dir, "junk.bin")
+	os.WriteFile(junk, []byte("not a model at all"), 0o644)
+	model := filepath.Join(dir, "m.safetensors")
+	m, err := tiny.NewRandom(tiny.Config{NC: 2, Seed: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tiny.WriteModelFile(model, m, tiny.ModelMeta{InputSize: 64}); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(model)
+	b[len(b)-8] ^= 0xff
+	corrupt := filepath.Join(dir, "corrupt.safetensors")
+	os.WriteFile(corrupt, b, 0o644)
+	badInput := filepath.Join(dir, "bad.npy")
+	if err := writeNPYFile(badInput, []int{1, 3, 64, 32}, make([]float32, 3*64*32)); err != nil {
+		t.Fatal(err)
+	}
+	missing := filepath.Join(dir, "missing.safetensors")
+	tests := []struct {
+		name   string
+		args   []string
+		code   int
+		stderr string
+	}{
+		{"import junk", []string{"import", junk, "-o", filepath.Join(dir, "o.safetensors")}, 1, junk},
+		{"import to unknown format", []string{"import", model, "-o", filepath.Join(dir, "o.txt")}, 1, "o.txt"},
+		{"export corrupt", []string{"export", corrupt, "-o", filepath.Join(dir, "o.onnx")}, 1, corrupt},
+		{"export missing", []string{"export", missing, "-o", filepath.Join(dir, "o.onnx")}, 1, missing},
+		{"export without output", []string{"export", model}, 2, "usage: yolo7d export"},
+		{"forward corrupt model", []string{"forward", "-m", corrupt, "--input", badInput, "--out-dir", dir}, 1, corrupt},
+		{"forward bad input shape", []string{"forward", "-m", model, "--input", badInput, "--out-dir", dir}, 1, badInput},
+		{"forward missing input", []string{"forward", "-m", model, "--input", filepath.Join(dir, "none.npy"), "--out-dir", dir}, 1, "none.npy"},
+		{"forward without input", []string{"forward", "-m", model}, 2, "usage: yolo7d forward"},
+		{"bench missing model", []string{"bench", "-m", missing, "--sizes", "64"}, 1, missing},
+		{"bench bad size", []string{"bench", "--sizes", "100"}, 1, "multiple of 32"},
+		{"bench bad backend", []string{"bench", "--backends", "tpu"}, 1, `unknown backend "tpu"`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var out, errOut bytes.Buffer
+			code := run(tc.args, &out, &errOut)
+			if code != tc.code || !strings.Contains(errOut.String(), tc.stderr) {
+				t.Errorf("yolo7d %v: exit %d, stderr %q; want exit %d, stderr with %q", tc.args, code, errOut.String(), tc.code, tc.stderr)
+			}
+		})
+	}
+}
