@@ -49,7 +49,16 @@ func importONNX(om *ONNXModel) (*Model, string, error) {
 	if act == "" {
 		return nil, "", fmt.Errorf("tiny: import onnx: no Relu or LeakyRelu node")
 	}
+	// yolo7d's own exports name their (possibly scaled) spec; official
+	// exports are yolov7-tiny.
 	spec := YOLOv7Tiny()
+	if name, ok := om.Metadata["spec"]; ok && name != spec.Name {
+		s, err := SpecByName(name)
+		if err != nil {
+			return nil, "", fmt.Errorf("tiny: import onnx: metadata spec: %w", err)
+		}
+		spec = s
+	}
 	if len(convs) == 0 {
 		return nil, "", fmt.Errorf("tiny: import onnx: no Conv node")
 	}

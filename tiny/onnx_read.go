@@ -103,6 +103,9 @@ type ONNXModel struct {
 	Initializers    []ONNXTensor
 	Inputs          []ONNXValueInfo
 	Outputs         []ONNXValueInfo
+	// Metadata holds the model's metadata_props (yolo7d exports record the
+	// spec name, activation, classes and input size there).
+	Metadata map[string]string
 }
 
 // DefaultOpset returns the opset version the model imports for the default
@@ -171,6 +174,9 @@ func ParseONNXStructure(b []byte) (*ONNXModel, error) {
 	return onnxParser{data: false}.model(b)
 }
 
+// maxONNXMetadata bounds the number of metadata_props entries kept.
+const maxONNXMetadata = 1024
+
 // onnxParser holds the parse mode: data says whether tensor data is decoded
 // and checked (ParseONNX) or skipped (ParseONNXStructure).
 type onnxParser struct {
@@ -197,6 +203,27 @@ func (p onnxParser) model(b []byte) (*ONNXModel, error) {
 			if domain == "" || domain == "ai.onnx" {
 				m.Opset = version
 			}
+		case num == fModelMetadataProps && typ == protowire.BytesType:
+			var key, value string
+			err := walkFields(v, func(num protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
+				switch {
+				case num == 1 && typ == protowire.BytesType:
+					key = string(v)
+				case num == 2 && typ == protowire.BytesType:
+					value = string(v)
+				}
+				return nil
+			})
+			if err != nil {
+				return fmt.Errorf("metadata_props: %w", err)
+			}
+			if len(m.Metadata) >= maxONNXMetadata {
+				return fmt.Errorf("more than %d metadata_props", maxONNXMetadata)
+			}
+			if m.Metadata == nil {
+				m.Metadata = make(map[string]string)
+			}
+			m.Metadata[key] = value
 		case num == fModelGraph && typ == protowire.BytesType:
 			if sawGraph {
 				return errors.New("more than one graph")

@@ -50,9 +50,8 @@ func modelTensors(m *Model) []STensor {
 
 // modelMetadata returns the metadata strings of m's model file.
 func modelMetadata(m *Model, meta ModelMeta) (map[string]string, error) {
-	spec, err := json.Marshal(m.Spec)
-	if err != nil {
-		return nil, err
+	if _, err := SpecByName(m.Spec.Name); err != nil {
+		return nil, fmt.Errorf("spec: %w", err)
 	}
 	names, err := json.Marshal(m.Names)
 	if err != nil {
@@ -72,7 +71,7 @@ func modelMetadata(m *Model, meta ModelMeta) (map[string]string, error) {
 	return map[string]string{
 		"format":         SafetensorsFormat,
 		"format_version": SafetensorsFormatVersion,
-		"spec":           string(spec),
+		"spec":           m.Spec.Name,
 		"act":            string(m.Act),
 		"nc":             strconv.Itoa(m.NC),
 		"names":          string(names),
@@ -85,7 +84,8 @@ func modelMetadata(m *Model, meta ModelMeta) (map[string]string, error) {
 
 // WriteModel writes m and meta as a yolo7d safetensors model file: the
 // deploy-form weights under their ONNX initializer names and the metadata
-// strings format ("yolo7d"), format_version, spec (the Spec as JSON), act,
+// strings format ("yolo7d"), format_version, spec (the spec's name, which
+// encodes its scaling: see SpecByName), act,
 // nc, names (JSON), input_size, form ("deploy"), provenance (JSON), metrics
 // (JSON) and content_sha256.
 func WriteModel(w io.Writer, m *Model, meta ModelMeta) error {
@@ -186,8 +186,8 @@ func ModelFromSafetensors(st *Safetensors) (*Model, ModelMeta, error) {
 	if _, ok := md["content_sha256"]; !ok {
 		return fail("no content_sha256")
 	}
-	var spec Spec
-	if err := json.Unmarshal([]byte(md["spec"]), &spec); err != nil {
+	spec, err := SpecByName(md["spec"])
+	if err != nil {
 		return fail("spec: %v", err)
 	}
 	act, err := ParseAct(md["act"])

@@ -2,6 +2,7 @@ package tiny
 
 import (
 	"bytes"
+	"path/filepath"
 	"reflect"
 	"testing"
 )
@@ -103,14 +104,31 @@ func TestYOLOv7TinyScaledDepthAndWidth(t *testing.T) {
 		if err != nil {
 			t.Fatalf("read back %s: %v", s.Name, err)
 		}
-		// ModelFromONNX rebuilds the model on the unscaled YOLOv7Tiny()
-		// table (onnx_import.go), so a scaled export cannot round-trip
-		// through it yet; check the exported weights instead.
 		for _, c := range m.Convs {
 			w, ok := om.Initializer(c.ConvShape.Name + ".weight")
 			if !ok || !reflect.DeepEqual(w.Float, c.Weight) {
 				t.Fatalf("%s: exported weight differs", c.ConvShape.Name)
 			}
+		}
+		// The export names its spec, so the scaled model comes back whole,
+		// through ONNX and through the native format.
+		back, err := ModelFromONNX(om)
+		if err != nil {
+			t.Fatalf("re-import %s: %v", s.Name, err)
+		}
+		if back.Spec.Name != s.Name || !reflect.DeepEqual(back.Convs, m.Convs) {
+			t.Fatalf("%s: ONNX round trip gives spec %q and different convs", s.Name, back.Spec.Name)
+		}
+		path := filepath.Join(t.TempDir(), "m.safetensors")
+		if err := WriteModelFile(path, m, ModelMeta{InputSize: 320}); err != nil {
+			t.Fatalf("write %s: %v", s.Name, err)
+		}
+		native, _, err := ReadModelFile(path)
+		if err != nil {
+			t.Fatalf("read %s: %v", s.Name, err)
+		}
+		if native.Spec.Name != s.Name || !reflect.DeepEqual(native.Convs, m.Convs) {
+			t.Fatalf("%s: native round trip gives spec %q and different convs", s.Name, native.Spec.Name)
 		}
 	}
 }
