@@ -224,7 +224,7 @@ func Open(ctx context.Context, opts Options) (Engine, error) {
 	default:
 		return nil, fmt.Errorf("open detector: unknown backend %q (want auto, opencv, cpu, cudnn or tensorrt)", opts.Backend)
 	}
-	sum, err := fileSHA256(opts.Model)
+	sum, err := FileSHA256(opts.Model)
 	if err != nil {
 		return nil, fmt.Errorf("open detector: %w", err)
 	}
@@ -272,8 +272,9 @@ func Open(ctx context.Context, opts Options) (Engine, error) {
 	return e, nil
 }
 
-// fileSHA256 returns the hex SHA-256 of a file.
-func fileSHA256(path string) (string, error) {
+// FileSHA256 returns the hex SHA-256 of a file: the model identity that
+// payloads carry.
+func FileSHA256(path string) (string, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return "", err

@@ -1,16 +1,14 @@
 package main
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"time"
 
+	"github.com/yolo7d/yolo7d/infer"
 	"github.com/yolo7d/yolo7d/tiny"
 )
 
@@ -59,7 +57,7 @@ func importModelFile(src, dst string, img int, tool string) error {
 	if err := mkdirFor(dst); err != nil {
 		return err
 	}
-	sum, err := fileSHA256(src)
+	sum, err := infer.FileSHA256(src)
 	if err != nil {
 		return err
 	}
@@ -77,20 +75,6 @@ func importModelFile(src, dst string, img int, tool string) error {
 		},
 	}
 	return tiny.WriteModelFile(dst, m, meta)
-}
-
-// fileSHA256 returns the hex SHA-256 of the file at path.
-func fileSHA256(path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", fmt.Errorf("%s: %w", path, err)
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // loadModel reads any model file (native, ONNX, .pt) and the input size it
