@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"context"
 	"fmt"
 	"path/filepath"
 	"testing"
@@ -39,16 +38,9 @@ backoff_max = "1s"
 	}.write(t, dir)
 	sub := subscribe(t, broker.URL(), prefixFor(t)+"/#")
 
-	a, err := New(Options{ConfigPath: cfgPath, LogOutput: newTestLog(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
+	_, stop := runAgent(t, cfgPath)
 	defer func() {
-		cancel()
-		if err := <-done; err != nil {
+		if err := stop(); err != nil {
 			t.Errorf("Run: %v", err)
 		}
 	}()

@@ -2,7 +2,6 @@ package agent
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -225,13 +224,7 @@ func TestAgentPublishesDetectionsFromVideoOverMosquitto(t *testing.T) {
 	sub := subscribe(t, broker.URL(), prefixFor(t)+"/#")
 	ha := subscribe(t, broker.URL(), "ha-"+sanitizeTestName(t.Name())+"/#")
 
-	a, err := New(Options{ConfigPath: cfgPath, LogOutput: newTestLog(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
+	_, stop := runAgent(t, cfgPath)
 
 	waitFor(t, 30*time.Second, "5 detection messages", func() bool { return len(sub.on("/cameras/cam1/detections")) >= 5 })
 	var withBoxes int
@@ -325,14 +318,8 @@ func TestAgentPublishesDetectionsFromVideoOverMosquitto(t *testing.T) {
 		return len(ms) > 0 && ms[0].Retained && bytes.HasPrefix(ms[0].Payload, []byte{0xFF, 0xD8})
 	})
 
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("Run: %v", err)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("agent did not stop within 20s")
+	if err := stop(); err != nil {
+		t.Fatalf("Run: %v", err)
 	}
 	waitFor(t, 5*time.Second, "availability offline after a clean stop", func() bool {
 		ms := sub.on("/availability")

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -113,4 +114,27 @@ func (s *subscriber) lastJSON(t *testing.T, suffix string, v any) bool {
 		t.Fatalf("payload on %s is not JSON: %v: %q", ms[len(ms)-1].Topic, err, ms[len(ms)-1].Payload)
 	}
 	return true
+}
+
+// runAgent starts an agent on cfgPath in this process; stop cancels it and
+// returns Run's error, failing the test if it does not end within 20 s.
+func runAgent(t *testing.T, cfgPath string) (a *Agent, stop func() error) {
+	t.Helper()
+	a, err := New(Options{ConfigPath: cfgPath, LogOutput: newTestLog(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	return a, func() error {
+		cancel()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(20 * time.Second):
+			t.Fatal("agent did not stop within 20s")
+			return nil
+		}
+	}
 }

@@ -30,16 +30,9 @@ func TestReloadKeepsTheWorkingModelWhenTheNewOneIsCorrupt(t *testing.T) {
 	cfgPath := tc.write(t, dir)
 	sub := subscribe(t, broker.URL(), prefixFor(t)+"/cameras/cam1/detections")
 
-	a, err := New(Options{ConfigPath: cfgPath, LogOutput: newTestLog(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
+	a, stop := runAgent(t, cfgPath)
 	defer func() {
-		cancel()
-		if err := <-done; err != nil {
+		if err := stop(); err != nil {
 			t.Errorf("Run: %v", err)
 		}
 	}()
