@@ -13,6 +13,7 @@ import (
 // and runs it at the input size the file declares. It is not safe for
 // concurrent use (the Engine serializes calls).
 type CPUBackend struct {
+	dev  *tiny.CPU
 	plan *tiny.Plan
 	info CPUInfo
 	outs []*Tensor
@@ -57,9 +58,11 @@ func NewCPUBackendSize(path string, threads, size int) (*CPUBackend, error) {
 	dev := tiny.NewCPU(threads)
 	plan, err := m.NewPlan(dev, size)
 	if err != nil {
+		dev.Close()
 		return nil, fmt.Errorf("cpu backend: %s: %w", path, err)
 	}
 	b := &CPUBackend{
+		dev:  dev,
 		plan: plan,
 		info: CPUInfo{InputSize: size, NumClasses: m.NC, Act: m.Act, Threads: dev.Threads(), Names: m.Names},
 	}
@@ -97,8 +100,15 @@ func (b *CPUBackend) Forward(ctx context.Context, input *Tensor) ([]*Tensor, err
 	return b.outs, nil
 }
 
-// Close releases nothing: the plan's memory is garbage collected.
-func (b *CPUBackend) Close() error { return nil }
+// Close stops the CPU device's worker goroutines; the plan's memory is
+// garbage collected. The backend must not be used afterwards. Close is
+// safe to call more than once.
+func (b *CPUBackend) Close() error {
+	if b.dev != nil {
+		b.dev.Close()
+	}
+	return nil
+}
 
 // loadCPUModel reads a native, ONNX or .pt model and the input size the
 // file declares (0 when none).

@@ -10,18 +10,32 @@ func (d *CPU) Affine(y, x NCHW, a AffineArgs) error {
 	if err := checkAffine(y, x, a); err != nil {
 		return err
 	}
-	plane := x.Plane()
-	d.parallel(x.N*x.C, func(_, i int) {
-		n, c := i/x.C, i%x.C
-		xs := x.Data[n*x.BatchStride()+c*plane:][:plane]
-		ys := y.Data[n*y.BatchStride()+c*plane:][:plane]
-		var rs []float32
-		if a.Add.Data != nil {
-			rs = a.Add.Data[n*a.Add.BatchStride()+c*plane:][:plane]
-		}
-		affinePlane(ys, xs, rs, a.Scale[c], a.Shift[c], a.Act)
-	})
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	t := &d.affine
+	t.y, t.x, t.a = y, x, a
+	d.parallel(x.N*x.C, t)
+	*t = affineTask{}
 	return nil
+}
+
+// affineTask is Affine's loop body: item i is plane i.
+type affineTask struct {
+	y, x NCHW
+	a    AffineArgs
+}
+
+func (t *affineTask) run(_, i int) {
+	x, y, a := &t.x, &t.y, &t.a
+	plane := x.Plane()
+	n, c := i/x.C, i%x.C
+	xs := x.Data[n*x.BatchStride()+c*plane:][:plane]
+	ys := y.Data[n*y.BatchStride()+c*plane:][:plane]
+	var rs []float32
+	if a.Add.Data != nil {
+		rs = a.Add.Data[n*a.Add.BatchStride()+c*plane:][:plane]
+	}
+	affinePlane(ys, xs, rs, a.Scale[c], a.Shift[c], a.Act)
 }
 
 // affinePlane is one channel plane of Affine: y[i] = act(x[i]*s + b (+

@@ -67,51 +67,95 @@ func (d *CPU) Conv(y, x NCHW, c ConvArgs, scratch []float32) error {
 	if len(scratch) < s.scratch {
 		return errConvScratch(len(scratch), s.scratch)
 	}
-	m, k := y.C, s.colRows
-	ldc := s.outPlane
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	if s.byCols {
-		d.parallel(y.N*s.tiles, func(w, i int) {
-			n, t := i/s.tiles, i%s.tiles
-			oy0 := t * s.rows
-			oy1 := min(oy0+s.rows, y.H)
-			cols := (oy1 - oy0) * y.W
-			out := y.Image(n)[oy0*y.W:]
-			var b []float32
-			ldb := cols
-			if s.direct {
-				b, ldb = x.Image(n)[oy0*y.W:], x.Plane()
-			} else {
-				b = scratch[w*s.perTile : w*s.perTile+k*cols]
-				im2col(b, x.Image(n), x.H, x.W, c, 0, x.C, oy0, oy1, y.W)
-			}
-			sgemm(m, cols, k, c.Weight, k, b, ldb, out, ldc)
-			biasAct(out, ldc, 0, m, cols, c.Bias, c.Act)
-		})
+		t := &d.convCols
+		*t = convColsTask{y: y, x: x, c: c, s: s, scratch: scratch}
+		d.parallel(y.N*s.tiles, t)
+		*t = convColsTask{}
 		return nil
 	}
 	// Split over output channels: chunks of filter rows, a multiple of 16
 	// (the GEMM kernels' register tile) where possible.
+	m := y.C
 	chunk := max(16, (m+d.threads-1)/d.threads)
 	chunk = (chunk + 15) / 16 * 16
 	chunks := (m + chunk - 1) / chunk
+	ct, rt := &d.convCol, &d.convRows
 	for n := 0; n < y.N; n++ {
 		img := x.Image(n)
 		b, ldb := img, x.Plane()
 		if !s.direct {
 			b, ldb = scratch[:s.perTile], s.outPlane
-			d.parallel(x.C, func(_, ch int) {
-				im2col(b, img, x.H, x.W, c, ch, ch+1, 0, y.H, y.W)
-			})
+			*ct = im2colTask{b: b, img: img, x: x, y: y, c: c}
+			d.parallel(x.C, ct)
+			*ct = im2colTask{}
 		}
-		out := y.Image(n)
-		d.parallel(chunks, func(_, j int) {
-			m0 := j * chunk
-			m1 := min(m0+chunk, m)
-			sgemm(m1-m0, s.outPlane, k, c.Weight[m0*k:], k, b, ldb, out[m0*ldc:], ldc)
-			biasAct(out, ldc, m0, m1, s.outPlane, c.Bias, c.Act)
-		})
+		*rt = convRowsTask{out: y.Image(n), b: b, ldb: ldb, c: c, s: s, m: m, chunk: chunk}
+		d.parallel(chunks, rt)
+		*rt = convRowsTask{}
 	}
 	return nil
+}
+
+// convColsTask is the loop body of a conv split over positions: item i is
+// tile i%tiles of image i/tiles.
+type convColsTask struct {
+	y, x    NCHW
+	c       ConvArgs
+	s       convSplit
+	scratch []float32
+}
+
+func (t *convColsTask) run(w, i int) {
+	y, x, c, s := &t.y, &t.x, &t.c, &t.s
+	m, k := y.C, s.colRows
+	ldc := s.outPlane
+	n, ti := i/s.tiles, i%s.tiles
+	oy0 := ti * s.rows
+	oy1 := min(oy0+s.rows, y.H)
+	cols := (oy1 - oy0) * y.W
+	out := y.Image(n)[oy0*y.W:]
+	var b []float32
+	ldb := cols
+	if s.direct {
+		b, ldb = x.Image(n)[oy0*y.W:], x.Plane()
+	} else {
+		b = t.scratch[w*s.perTile : w*s.perTile+k*cols]
+		im2col(b, x.Image(n), x.H, x.W, *c, 0, x.C, oy0, oy1, y.W)
+	}
+	sgemm(m, cols, k, c.Weight, k, b, ldb, out, ldc)
+	biasAct(out, ldc, 0, m, cols, c.Bias, c.Act)
+}
+
+// im2colTask fills one image's im2col matrix: item ch is input channel ch.
+type im2colTask struct {
+	b, img []float32
+	x, y   NCHW
+	c      ConvArgs
+}
+
+func (t *im2colTask) run(_, ch int) {
+	im2col(t.b, t.img, t.x.H, t.x.W, t.c, ch, ch+1, 0, t.y.H, t.y.W)
+}
+
+// convRowsTask is the loop body of a conv split over output channels:
+// item j is the chunk of filter rows [j*chunk, (j+1)*chunk).
+type convRowsTask struct {
+	out, b   []float32
+	ldb      int
+	c        ConvArgs
+	s        convSplit
+	m, chunk int
+}
+
+func (t *convRowsTask) run(_, j int) {
+	k, ldc := t.s.colRows, t.s.outPlane
+	m0 := j * t.chunk
+	m1 := min(m0+t.chunk, t.m)
+	sgemm(m1-m0, t.s.outPlane, k, t.c.Weight[m0*k:], k, t.b, t.ldb, t.out[m0*ldc:], ldc)
+	biasAct(t.out, ldc, m0, m1, t.s.outPlane, t.c.Bias, t.c.Act)
 }
 
 // Head implements Device: each output position is a row of the GEMM
@@ -122,22 +166,40 @@ func (d *CPU) Head(dst []float32, x NCHW, c ConvArgs, na int) error {
 	if err := checkHead(dst, x, c, na); err != nil {
 		return err
 	}
-	in, hw := x.C, x.Plane()
-	no := len(c.Bias) / na
+	hw := x.Plane()
 	rows := max(1, min(d.tileCols, (hw+d.threads-1)/d.threads))
 	tiles := (hw + rows - 1) / rows
-	d.parallel(x.N*tiles, func(_, i int) {
-		n, t := i/tiles, i%tiles
-		p0 := t * rows
-		p1 := min(p0+rows, hw)
-		img := x.Image(n)
-		for a := 0; a < na; a++ {
-			out := dst[((n*na+a)*hw+p0)*no:]
-			sgemmT(true, true, p1-p0, no, in, img[p0:], hw, c.Weight[a*no*in:], in, out, no)
-			addBiasRows(out, p1-p0, no, c.Bias[a*no:(a+1)*no])
-		}
-	})
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	t := &d.head
+	*t = headTask{dst: dst, x: x, c: c, na: na, rows: rows, tiles: tiles}
+	d.parallel(x.N*tiles, t)
+	*t = headTask{}
 	return nil
+}
+
+// headTask is Head's loop body: item i is position tile i%tiles of image
+// i/tiles.
+type headTask struct {
+	dst             []float32
+	x               NCHW
+	c               ConvArgs
+	na, rows, tiles int
+}
+
+func (t *headTask) run(_, i int) {
+	x, c, na := &t.x, &t.c, t.na
+	in, hw := x.C, x.Plane()
+	no := len(c.Bias) / na
+	n, ti := i/t.tiles, i%t.tiles
+	p0 := ti * t.rows
+	p1 := min(p0+t.rows, hw)
+	img := x.Image(n)
+	for a := 0; a < na; a++ {
+		out := t.dst[((n*na+a)*hw+p0)*no:]
+		sgemmT(true, true, p1-p0, no, in, img[p0:], hw, c.Weight[a*no*in:], in, out, no)
+		addBiasRows(out, p1-p0, no, c.Bias[a*no:(a+1)*no])
+	}
 }
 
 func errConvScratch(have, want int) error {

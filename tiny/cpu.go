@@ -4,20 +4,35 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
-	"sync/atomic"
 )
 
 // CPU is the Device of the host processor. Convolutions are OpenBLAS SGEMM
 // (conv.go): a kxk conv through im2col, a 1x1 stride-1 conv straight on its
 // input, then bias and activation in one pass over the GEMM's output while
 // it is still in cache. Max-pool (pool.go), upsample (this file) are plain
-// Go. Every op is spread over Threads
-// goroutines, and OpenBLAS itself runs single-threaded inside each of them.
+// Go. Every op is spread over Threads goroutines (the caller and a
+// persistent pool of Threads-1 workers, workers.go), and OpenBLAS itself
+// runs single-threaded inside each of them. Ops on one CPU run one at a
+// time (concurrent callers wait), and a steady-state op allocates nothing.
 type CPU struct {
 	threads int
 	// tileCols is the target number of output positions of one conv tile
 	// (im2col block and GEMM call) when a conv is split over positions.
 	tileCols int
+
+	// mu serialises ops: the pool and the task structs below serve one
+	// parallel-for at a time.
+	mu   sync.Mutex
+	pool *workerPool
+
+	// Preallocated parallel-for bodies, one per kind of loop.
+	convCols convColsTask
+	convCol  im2colTask
+	convRows convRowsTask
+	head     headTask
+	pool2    poolTask
+	affine   affineTask
+	upsample upsampleTask
 }
 
 // DefaultTileCols is the target tile width (output positions) of a conv
@@ -37,7 +52,26 @@ func NewCPU(threads int) *CPU {
 		threads = runtime.GOMAXPROCS(0)
 	}
 	setBLASThreads(1)
-	return &CPU{threads: threads, tileCols: DefaultTileCols}
+	d := &CPU{threads: threads, tileCols: DefaultTileCols}
+	if threads > 1 {
+		d.pool = newWorkerPool(threads - 1)
+		// Stop the workers once the device is unreachable (they hold no
+		// reference to it between ops), for callers that never Close.
+		runtime.AddCleanup(d, func(p *workerPool) { p.close() }, d.pool)
+	}
+	return d
+}
+
+// Close stops the device's worker goroutines. The device must not be used
+// afterwards (its ops would then run on the calling goroutine only). Close
+// is safe to call more than once.
+func (d *CPU) Close() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.pool != nil {
+		d.pool.close()
+		d.pool = nil
+	}
 }
 
 // Threads is the number of goroutines each op runs on.
@@ -51,38 +85,18 @@ func (d *CPU) Alloc(n int) ([]float32, error) {
 	return make([]float32, n), nil
 }
 
-// parallel calls fn(worker, i) for every i in [0, n) on up to d.threads
-// goroutines; worker (0 <= worker < d.threads) names the goroutine, so fn
+// parallel calls t.run(worker, i) for every i in [0, n) on up to d.threads
+// goroutines; worker (0 <= worker < d.threads) names the goroutine, so t
 // can use a per-worker part of a scratch buffer. Items are handed out one
-// at a time, so uneven items balance.
-func (d *CPU) parallel(n int, fn func(worker, i int)) {
-	t := min(d.threads, n)
-	if t <= 1 {
+// at a time, so uneven items balance. The caller holds d.mu.
+func (d *CPU) parallel(n int, t task) {
+	if d.pool == nil || n <= 1 {
 		for i := 0; i < n; i++ {
-			fn(0, i)
+			t.run(0, i)
 		}
 		return
 	}
-	var next atomic.Int64
-	work := func(w int) {
-		for {
-			i := int(next.Add(1)) - 1
-			if i >= n {
-				return
-			}
-			fn(w, i)
-		}
-	}
-	var wg sync.WaitGroup
-	wg.Add(t - 1)
-	for w := 1; w < t; w++ {
-		go func() {
-			defer wg.Done()
-			work(w)
-		}()
-	}
-	work(0)
-	wg.Wait()
+	d.pool.run(d.threads-1, n, t)
 }
 
 // Upsample2x implements Device: each of the N*C planes on one goroutine.
@@ -90,20 +104,31 @@ func (d *CPU) Upsample2x(y, x NCHW) error {
 	if err := checkUpsample(y, x); err != nil {
 		return err
 	}
-	h, w := x.H, x.W
-	d.parallel(x.N*x.C, func(_, i int) {
-		n, c := i/x.C, i%x.C
-		src := x.Image(n)[c*h*w : (c+1)*h*w]
-		dst := y.Image(n)[c*4*h*w : (c+1)*4*h*w]
-		for r := 0; r < h; r++ {
-			in := src[r*w : (r+1)*w]
-			out := dst[2*r*2*w : (2*r+1)*2*w]
-			for j, v := range in {
-				out[2*j] = v
-				out[2*j+1] = v
-			}
-			copy(dst[(2*r+1)*2*w:(2*r+2)*2*w], out)
-		}
-	})
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	t := &d.upsample
+	t.y, t.x = y, x
+	d.parallel(x.N*x.C, t)
+	*t = upsampleTask{}
 	return nil
+}
+
+// upsampleTask is Upsample2x's loop body: item i is plane i.
+type upsampleTask struct{ y, x NCHW }
+
+func (t *upsampleTask) run(_, i int) {
+	x, y := t.x, t.y
+	h, w := x.H, x.W
+	n, c := i/x.C, i%x.C
+	src := x.Image(n)[c*h*w : (c+1)*h*w]
+	dst := y.Image(n)[c*4*h*w : (c+1)*4*h*w]
+	for r := 0; r < h; r++ {
+		in := src[r*w : (r+1)*w]
+		out := dst[2*r*2*w : (2*r+1)*2*w]
+		for j, v := range in {
+			out[2*j] = v
+			out[2*j+1] = v
+		}
+		copy(dst[(2*r+1)*2*w:(2*r+2)*2*w], out)
+	}
 }

@@ -34,6 +34,11 @@ type step struct {
 	// concat inputs that live elsewhere and are copied in: (input layer,
 	// channel offset)
 	copyIn [][2]int
+	// fusedOut, when Data is set, is where this conv writes: its own
+	// output and the next step's, adjacent channels of one buffer (see
+	// fuseSiblings); the next step then has skip set.
+	fusedOut NCHW
+	skip     bool
 }
 
 // NewPlan prepares m for a square inputSize x inputSize input (a positive
@@ -181,6 +186,9 @@ func (m *Model) NewPlan(dev Device, inputSize int) (*Plan, error) {
 	if ci != len(convArgs) {
 		return nil, fmt.Errorf("tiny: plan: used %d of %d convolutions", ci, len(convArgs))
 	}
+	if err := p.fuseSiblings(); err != nil {
+		return nil, err
+	}
 	if p.scratch, err = dev.Alloc(scratch); err != nil {
 		return nil, fmt.Errorf("tiny: plan: scratch: %w", err)
 	}
@@ -224,7 +232,13 @@ func (p *Plan) Forward(input []float32) ([][]float32, error) {
 		var err error
 		switch st.kind {
 		case KindConv:
-			err = p.dev.Conv(p.outs[st.layer], p.view(st.from[0]), st.conv, p.scratch)
+			switch {
+			case st.skip:
+			case st.fusedOut.Data != nil:
+				err = p.dev.Conv(st.fusedOut, p.view(st.from[0]), st.conv, p.scratch)
+			default:
+				err = p.dev.Conv(p.outs[st.layer], p.view(st.from[0]), st.conv, p.scratch)
+			}
 		case KindMaxPool:
 			err = p.dev.MaxPool(p.outs[st.layer], p.view(st.from[0]), st.pool, p.scratch)
 		case KindUpsample:
@@ -247,4 +261,60 @@ func (p *Plan) Forward(input []float32) ([][]float32, error) {
 		}
 	}
 	return p.heads, nil
+}
+
+// fuseSiblings merges two consecutive 1x1 stride-1 convs that read the same
+// tensor and write adjacent channels of one buffer (the two input convs of
+// an ELAN block, placed side by side in its concat) into one conv with the
+// filters stacked in buffer order: one GEMM of twice the rows instead of
+// two. The result is the same numbers (each output row is its own dot
+// products). Scratch needs no change: a direct 1x1 conv uses none.
+func (p *Plan) fuseSiblings() error {
+	for i := 0; i+1 < len(p.steps); i++ {
+		a, b := &p.steps[i], &p.steps[i+1]
+		if a.kind != KindConv || b.kind != KindConv || a.skip || a.fusedOut.Data != nil {
+			continue
+		}
+		if a.from[0] != b.from[0] || !direct1x1(a.conv) || !direct1x1(b.conv) || a.conv.Act != b.conv.Act {
+			continue
+		}
+		ya, yb := p.outs[a.layer], p.outs[b.layer]
+		if ya.N != 1 || yb.N != 1 || ya.H != yb.H || ya.W != yb.W || len(ya.Data) == 0 || len(yb.Data) == 0 {
+			continue
+		}
+		lo, hi, first, second := ya, yb, a.conv, b.conv
+		switch {
+		case adjacent(ya, yb):
+		case adjacent(yb, ya):
+			lo, hi, first, second = yb, ya, b.conv, a.conv
+		default:
+			continue
+		}
+		if lo.Stride != hi.Stride || lo.BatchStride() < (lo.C+hi.C)*lo.Plane() {
+			continue
+		}
+		buf, err := p.dev.Alloc(len(first.Weight) + len(second.Weight) + len(first.Bias) + len(second.Bias))
+		if err != nil {
+			return fmt.Errorf("tiny: plan: fused conv %d+%d: %w", a.layer, b.layer, err)
+		}
+		nw := len(first.Weight) + len(second.Weight)
+		w, bias := buf[:nw:nw], buf[nw:]
+		copy(w, first.Weight)
+		copy(w[len(first.Weight):], second.Weight)
+		copy(bias, first.Bias)
+		copy(bias[len(first.Bias):], second.Bias)
+		a.conv = ConvArgs{Weight: w, Bias: bias, K: 1, S: 1, Act: a.conv.Act}
+		a.fusedOut = NCHW{Data: lo.Data, N: 1, C: lo.C + hi.C, H: lo.H, W: lo.W, Stride: lo.Stride}
+		b.skip = true
+		i++
+	}
+	return nil
+}
+
+func direct1x1(c ConvArgs) bool { return c.K == 1 && c.S == 1 && c.Pad == 0 }
+
+// adjacent reports whether hi's channels follow lo's in one buffer.
+func adjacent(lo, hi NCHW) bool {
+	n := lo.C * lo.Plane()
+	return len(lo.Data) > n && len(hi.Data) > 0 && &hi.Data[0] == &lo.Data[n]
 }

@@ -27,18 +27,34 @@ func (d *CPU) MaxPool(y, x NCHW, p PoolArgs, scratch []float32) error {
 	if need := d.PoolScratch(y, x, p); len(scratch) < need {
 		return fmt.Errorf("maxpool: scratch has %d values, want %d (see PoolScratch)", len(scratch), need)
 	}
-	hw, ohw := x.Plane(), y.Plane()
-	d.parallel(x.N*x.C, func(w, i int) {
-		n, c := i/x.C, i%x.C
-		src := x.Image(n)[c*hw : (c+1)*hw]
-		dst := y.Image(n)[c*ohw : (c+1)*ohw]
-		if p.K == 2 && p.S == 2 && p.Pad == 0 {
-			maxPool2x2(dst, src, x.W, y.H, y.W)
-			return
-		}
-		maxPoolPlane(dst, src, scratch[w*plane:(w+1)*plane], x.H, x.W, y.H, y.W, p)
-	})
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	t := &d.pool2
+	*t = poolTask{y: y, x: x, p: p, scratch: scratch, plane: plane}
+	d.parallel(x.N*x.C, t)
+	*t = poolTask{}
 	return nil
+}
+
+// poolTask is MaxPool's loop body: item i is plane i.
+type poolTask struct {
+	y, x    NCHW
+	p       PoolArgs
+	scratch []float32
+	plane   int
+}
+
+func (t *poolTask) run(w, i int) {
+	x, y, p := &t.x, &t.y, t.p
+	hw, ohw := x.Plane(), y.Plane()
+	n, c := i/x.C, i%x.C
+	src := x.Image(n)[c*hw : (c+1)*hw]
+	dst := y.Image(n)[c*ohw : (c+1)*ohw]
+	if p.K == 2 && p.S == 2 && p.Pad == 0 {
+		maxPool2x2(dst, src, x.W, y.H, y.W)
+		return
+	}
+	maxPoolPlane(dst, src, t.scratch[w*t.plane:(w+1)*t.plane], x.H, x.W, y.H, y.W, p)
 }
 
 // maxPoolPlane pools one h x w plane into ho x wo, through tmp (h x wo).
