@@ -72,6 +72,8 @@ func modelMetadata(m *Model, meta ModelMeta) (map[string]string, error) {
 		"format":         SafetensorsFormat,
 		"format_version": SafetensorsFormatVersion,
 		"spec":           m.Spec.Name,
+		"depth":          strconv.FormatFloat(m.Spec.Depth, 'g', -1, 64),
+		"width":          strconv.FormatFloat(m.Spec.Width, 'g', -1, 64),
 		"act":            string(m.Act),
 		"nc":             strconv.Itoa(m.NC),
 		"names":          string(names),
@@ -189,6 +191,13 @@ func ModelFromSafetensors(st *Safetensors) (*Model, ModelMeta, error) {
 	spec, err := SpecByName(md["spec"])
 	if err != nil {
 		return fail("spec: %v", err)
+	}
+	for key, want := range map[string]float64{"depth": spec.Depth, "width": spec.Width} {
+		if v, ok := md[key]; ok {
+			if f, err := strconv.ParseFloat(v, 64); err != nil || f != want {
+				return fail("%s %q does not match spec %q (%g)", key, v, spec.Name, want)
+			}
+		}
 	}
 	act, err := ParseAct(md["act"])
 	if err != nil || md["act"] == "" {
