@@ -27,11 +27,13 @@ type workerPool struct {
 	n     int  // the current loop's item count
 	next  atomic.Int64
 	once  sync.Once
+	alive atomic.Int32 // helper goroutines running (for tests)
 }
 
 // newWorkerPool starts helpers goroutines.
 func newWorkerPool(helpers int) *workerPool {
 	p := &workerPool{start: make([]chan struct{}, helpers)}
+	p.alive.Add(int32(helpers))
 	for w := range p.start {
 		ch := make(chan struct{}, 1)
 		p.start[w] = ch
@@ -43,6 +45,7 @@ func newWorkerPool(helpers int) *workerPool {
 // loop is one helper goroutine: it runs its share of every loop it is
 // woken for, until its channel is closed.
 func (p *workerPool) loop(w int, start <-chan struct{}) {
+	defer p.alive.Add(-1)
 	for range start {
 		p.work(w)
 		p.wg.Done()
