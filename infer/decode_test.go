@@ -69,26 +69,12 @@ func compareNMS(t *testing.T, got []Candidate, gold *Tensor) {
 		}
 	}
 	capScore := gold.Data[(n-1)*6+4]
-	used := make([]bool, len(got))
-	inOrder := 0
+	m := matchNMS(got, gold)
+	used := m.used
 	var maxBox, maxConf float64
-	unmatched := 0
-	for r := 0; r < n; r++ {
+	for r, found := range m.found {
 		g := gold.Data[r*6 : r*6+6]
-		found := -1
-		if r < len(got) && !used[r] && rowMatches(got[r], g) {
-			found = r
-			inOrder++
-		} else {
-			for i := range got {
-				if !used[i] && rowMatches(got[i], g) {
-					found = i
-					break
-				}
-			}
-		}
 		if found < 0 {
-			unmatched++
 			if capped && math.Abs(float64(g[4]-capScore)) <= confTol {
 				t.Logf("golden row %d (cls %v, conf %.6g) not in ours: tie at the 300 cap (cap score %.6g)", r, g[5], g[4], capScore)
 				continue
@@ -96,13 +82,13 @@ func compareNMS(t *testing.T, got []Candidate, gold *Tensor) {
 			t.Errorf("golden row %d %v not found (closest: %s)", r, g, closest(got, g))
 			continue
 		}
-		used[found] = true
 		c := got[found]
 		for k, v := range []float32{c.X1, c.Y1, c.X2, c.Y2} {
 			maxBox = math.Max(maxBox, math.Abs(float64(v-g[k])))
 		}
 		maxConf = math.Max(maxConf, math.Abs(float64(c.Score-g[4])))
 	}
+	inOrder, unmatched := m.inOrder, m.missing
 	for i, u := range used {
 		if !u {
 			c := got[i]
@@ -114,6 +100,44 @@ func compareNMS(t *testing.T, got []Candidate, gold *Tensor) {
 	}
 	t.Logf("%d golden rows, %d ours, %d matched in the same position, %d unmatched (ties at cap), max box diff %.3g px, max conf diff %.3g",
 		n, len(got), inOrder, unmatched, maxBox, maxConf)
+}
+
+// nmsMatch is how golden NMS rows map onto ours: found[r] is the index of
+// our row matching golden row r (-1 when none), used marks our rows taken.
+type nmsMatch struct {
+	found            []int
+	used             []bool
+	inOrder, missing int
+}
+
+// matchNMS matches golden rows to ours greedily: a golden row takes our row
+// at the same position when it matches (rowMatches), else the first unused
+// one that does.
+func matchNMS(got []Candidate, gold *Tensor) nmsMatch {
+	n := gold.Shape[0]
+	m := nmsMatch{found: make([]int, n), used: make([]bool, len(got))}
+	for r := 0; r < n; r++ {
+		g := gold.Data[r*6 : r*6+6]
+		found := -1
+		if r < len(got) && !m.used[r] && rowMatches(got[r], g) {
+			found = r
+			m.inOrder++
+		} else {
+			for i := range got {
+				if !m.used[i] && rowMatches(got[i], g) {
+					found = i
+					break
+				}
+			}
+		}
+		m.found[r] = found
+		if found < 0 {
+			m.missing++
+			continue
+		}
+		m.used[found] = true
+	}
+	return m
 }
 
 func closest(got []Candidate, g []float32) string {

@@ -154,34 +154,12 @@ func runForm(path, form string, in *Tensor) ([]*Tensor, error) {
 	return outs, nil
 }
 
-// nmsTally counts, as compareNMS matches them (greedy, same row first,
-// rowMatches tolerances), the golden rows found in ours, those found at the
-// same position, and those not found (allowed only as ties at the 300 cap).
+// nmsTally counts, as compareNMS matches them (matchNMS), the golden rows
+// found in ours, those found at the same position, and those not found
+// (allowed only as ties at the 300 cap).
 func nmsTally(got []Candidate, gold *Tensor) (matched, inOrder, missing int) {
-	n := gold.Shape[0]
-	used := make([]bool, len(got))
-	for r := 0; r < n; r++ {
-		g := gold.Data[r*6 : r*6+6]
-		found := -1
-		if r < len(got) && !used[r] && rowMatches(got[r], g) {
-			found = r
-			inOrder++
-		} else {
-			for i := range got {
-				if !used[i] && rowMatches(got[i], g) {
-					found = i
-					break
-				}
-			}
-		}
-		if found < 0 {
-			missing++
-			continue
-		}
-		used[found] = true
-		matched++
-	}
-	return matched, inOrder, missing
+	m := matchNMS(got, gold)
+	return gold.Shape[0] - m.missing, m.inOrder, m.missing
 }
 
 // TestGoldenForms runs every official golden source (the .pt checkpoint,
