@@ -34,8 +34,7 @@ func TestAgentKeepsQoS1DetectionsAcrossBrokerOutageAndAgentKill(t *testing.T) {
 		Broker:   broker.URL(),
 		StateDir: filepath.Join(dir, "state"),
 		Model:    testModel(t),
-		Cameras:  fmt.Sprintf("[[camera]]\nname = \"cam1\"\nuri = \"file://%s\"\nloop = true\nmax_fps = 10\n", video),
-		Extra:    "",
+		Cameras:  fileCamera("cam1", video, 10),
 	}.write(t, dir)
 	topic := prefixFor(t) + "/cameras/cam1/detections"
 

@@ -218,7 +218,7 @@ func TestAgentPublishesDetectionsFromVideoOverMosquitto(t *testing.T) {
 		Broker:   broker.URL(),
 		StateDir: filepath.Join(dir, "state"),
 		Model:    testModel(t),
-		Cameras:  fmt.Sprintf("[[camera]]\nname = \"cam1\"\nuri = \"file://%s\"\nloop = true\nmax_fps = 10\n", video),
+		Cameras:  fileCamera("cam1", video, 10),
 		MQTT:     "home_assistant = true\ndiscovery_prefix = \"ha-" + sanitizeTestName(t.Name()) + "\"\n",
 	}.write(t, dir)
 	sub := subscribe(t, broker.URL(), prefixFor(t)+"/#")
@@ -339,7 +339,7 @@ func TestAgentBinaryLastWillOnKillAndGracefulSIGTERM(t *testing.T) {
 		Broker:   broker.URL(),
 		StateDir: filepath.Join(dir, "state"),
 		Model:    testModel(t),
-		Cameras:  fmt.Sprintf("[[camera]]\nname = \"cam1\"\nuri = \"file://%s\"\nloop = true\nmax_fps = 5\n", video),
+		Cameras:  fileCamera("cam1", video, 5),
 	}.write(t, dir)
 	sub := subscribe(t, broker.URL(), prefixFor(t)+"/availability")
 	lastAvail := func() string {

@@ -138,3 +138,8 @@ func runAgent(t *testing.T, cfgPath string) (a *Agent, stop func() error) {
 		}
 	}
 }
+
+// fileCamera is a [[camera]] table looping over a video file.
+func fileCamera(name, video string, maxFPS int) string {
+	return fmt.Sprintf("[[camera]]\nname = %q\nuri = \"file://%s\"\nloop = true\nmax_fps = %d\n", name, video, maxFPS)
+}

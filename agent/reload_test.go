@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -25,7 +24,7 @@ func TestReloadKeepsTheWorkingModelWhenTheNewOneIsCorrupt(t *testing.T) {
 		Broker:   broker.URL(),
 		StateDir: filepath.Join(dir, "state"),
 		Model:    model,
-		Cameras:  fmt.Sprintf("[[camera]]\nname = \"cam1\"\nuri = \"file://%s\"\nloop = true\nmax_fps = 10\n", video),
+		Cameras:  fileCamera("cam1", video, 10),
 	}
 	cfgPath := tc.write(t, dir)
 	sub := subscribe(t, broker.URL(), prefixFor(t)+"/cameras/cam1/detections")

@@ -126,7 +126,7 @@ func TestAgentBinaryNotifiesSystemdAndReloadsOnSIGHUP(t *testing.T) {
 	}
 
 	camera := func(name string) string {
-		return fmt.Sprintf("[[camera]]\nname = %q\nuri = \"file://%s\"\nloop = true\nmax_fps = 5\n", name, video)
+		return fileCamera(name, video, 5)
 	}
 	tc := testConfig{Broker: broker.URL(), StateDir: filepath.Join(dir, "state"), Model: testModel(t), Cameras: camera("one")}
 	cfgPath := tc.write(t, dir)

@@ -224,49 +224,51 @@ func splitSource(args []string) (string, []string) {
 	return "", args
 }
 
-func cmdImport(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("import", flag.ContinueOnError)
+// convertArgs parses the flags of import and export, which share their
+// shape: SRC -o OUT [--img N], SRC before or after the flags.
+func convertArgs(name, usage, outHelp string, imgDefault int, imgHelp string, args []string, stderr io.Writer) (src, out string, img int, err error) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	out := fs.String("o", "", "output `file`: .safetensors (native) or .onnx (deploy form, raw outputs)")
-	img := fs.Int("img", 640, "input size of the model (multiple of 32)")
-	src, args := splitSource(args)
+	o := fs.String("o", "", outHelp)
+	n := fs.Int("img", imgDefault, imgHelp)
+	src, args = splitSource(args)
 	if err := fs.Parse(args); err != nil {
-		return err
+		return "", "", 0, err
 	}
 	if src == "" && fs.NArg() == 1 {
 		src = fs.Arg(0)
 	}
-	if src == "" || *out == "" {
-		fmt.Fprint(stderr, "usage: yolo7d import SRC -o MODEL.safetensors|OUT.onnx [--img N]\n")
-		return flag.ErrHelp
+	if src == "" || *o == "" {
+		fmt.Fprint(stderr, usage)
+		return "", "", 0, flag.ErrHelp
 	}
-	if err := importModelFile(src, *out, *img, "yolo7d "+version); err != nil {
+	return src, *o, *n, nil
+}
+
+func cmdImport(args []string, stdout, stderr io.Writer) error {
+	src, out, img, err := convertArgs("import", "usage: yolo7d import SRC -o MODEL.safetensors|OUT.onnx [--img N]\n",
+		"output `file`: .safetensors (native) or .onnx (deploy form, raw outputs)",
+		640, "input size of the model (multiple of 32)", args, stderr)
+	if err != nil {
+		return err
+	}
+	if err := importModelFile(src, out, img, "yolo7d "+version); err != nil {
 		return fmt.Errorf("import %s: %w", src, err)
 	}
-	fmt.Fprintf(stdout, "wrote %s\n", *out)
+	fmt.Fprintf(stdout, "wrote %s\n", out)
 	return nil
 }
 
 func cmdExport(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("export", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	out := fs.String("o", "", "output `file` (.onnx)")
-	img := fs.Int("img", 0, "input size (multiple of 32; default: the model's, else 640)")
-	src, args := splitSource(args)
-	if err := fs.Parse(args); err != nil {
+	src, out, img, err := convertArgs("export", "usage: yolo7d export MODEL -o OUT.onnx [--img N]\n",
+		"output `file` (.onnx)", 0, "input size (multiple of 32; default: the model's, else 640)", args, stderr)
+	if err != nil {
 		return err
 	}
-	if src == "" && fs.NArg() == 1 {
-		src = fs.Arg(0)
-	}
-	if src == "" || *out == "" {
-		fmt.Fprint(stderr, "usage: yolo7d export MODEL -o OUT.onnx [--img N]\n")
-		return flag.ErrHelp
-	}
-	if err := exportModel(src, *out, *img); err != nil {
+	if err := exportModel(src, out, img); err != nil {
 		return fmt.Errorf("export %s: %w", src, err)
 	}
-	fmt.Fprintf(stdout, "wrote %s\n", *out)
+	fmt.Fprintf(stdout, "wrote %s\n", out)
 	return nil
 }
 
