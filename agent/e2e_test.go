@@ -15,25 +15,18 @@ import (
 
 	"github.com/yolo7d/yolo7d/capture/capturetest"
 	"github.com/yolo7d/yolo7d/tiny"
+
+	"github.com/yolo7d/yolo7d/tiny/tinytest"
 )
 
 // repoRoot is the directory holding go.mod.
 func repoRoot(t testing.TB) string {
 	t.Helper()
-	dir, err := os.Getwd()
+	root, err := tinytest.RepoRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("go.mod not found above the test directory")
-		}
-		dir = parent
-	}
+	return root
 }
 
 var generatedModel struct {

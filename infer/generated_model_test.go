@@ -13,6 +13,8 @@ import (
 	"gocv.io/x/gocv"
 
 	"github.com/yolo7d/yolo7d/tiny"
+
+	"github.com/yolo7d/yolo7d/tiny/tinytest"
 )
 
 // runONNXWithOpenCV loads path with OpenCV DNN (CPU), feeds the 1x3xSxS
@@ -125,27 +127,13 @@ func TestGeneratedModelRunsInOpenCV(t *testing.T) {
 	}
 }
 
-// goldenForwardDir returns ../shared/golden/forward beside the module root,
-// or skips.
+// goldenForwardDir returns ../shared/golden/forward holding the relu raw
+// export, or skips.
 func goldenForwardDir(t *testing.T) string {
 	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Skip("golden data: no go.mod above the package directory")
-		}
-		dir = parent
-	}
-	g := filepath.Join(dir, "..", "shared", "golden", "forward")
+	g := tinytest.GoldenOrSkip(t, "forward")
 	if _, err := os.Stat(filepath.Join(g, "yolov7-tiny-relu-raw.onnx")); err != nil {
-		t.Skipf("golden data absent (%s): %v", g, err)
+		t.Skipf("golden data absent: %v", err)
 	}
 	return g
 }

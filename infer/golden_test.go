@@ -7,31 +7,13 @@ import (
 	"testing"
 
 	"github.com/yolo7d/yolo7d/tiny"
+
+	"github.com/yolo7d/yolo7d/tiny/tinytest"
 )
 
-// findGolden returns ../shared/golden/forward relative to the module root
-// (the directory holding go.mod), or an error saying why it is absent.
-func findGolden() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", fmt.Errorf("no go.mod above the package directory")
-		}
-		dir = parent
-	}
-	g := filepath.Join(dir, "..", "shared", "golden", "forward")
-	if _, err := os.Stat(filepath.Join(g, "MANIFEST.md")); err != nil {
-		return "", fmt.Errorf("%s not found (see DESIGN.md, Testing)", g)
-	}
-	return g, nil
-}
+// findGolden returns ../shared/golden/forward, or an error saying why it
+// is absent.
+func findGolden() (string, error) { return tinytest.Golden("forward") }
 
 // goldenDir returns the golden forward directory or skips the test.
 func goldenDir(tb testing.TB) string {

@@ -11,28 +11,15 @@ import (
 	"testing"
 
 	"github.com/yolo7d/yolo7d/tiny"
+
+	"github.com/yolo7d/yolo7d/tiny/tinytest"
 )
 
-// goldenDir returns ../shared/golden/forward next to the module root (the
-// directory holding go.mod), or "" when it is absent.
+// goldenDir returns ../shared/golden/forward, or "" when it is absent.
 func goldenDir(t *testing.T) string {
 	t.Helper()
-	dir, err := os.Getwd()
+	g, err := tinytest.Golden("forward")
 	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return ""
-		}
-		dir = parent
-	}
-	g := filepath.Join(dir, "..", "shared", "golden", "forward")
-	if _, err := os.Stat(filepath.Join(g, "input.npy")); err != nil {
 		return ""
 	}
 	return g
