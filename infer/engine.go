@@ -151,7 +151,7 @@ func (p *pipeline) Detect(ctx context.Context, frame gocv.Mat) (Result, error) {
 	if err != nil {
 		return Result{}, fmt.Errorf("detect: forward: %w", err)
 	}
-	_, nc, err := mapLevels(outs)
+	nc, err := tiny.OutputClasses(outs)
 	if err != nil {
 		return Result{}, fmt.Errorf("detect: %w", err)
 	}

@@ -6,6 +6,7 @@ package infer
 import (
 	"context"
 
+	"github.com/yolo7d/yolo7d/tiny"
 	"gocv.io/x/gocv"
 )
 
@@ -47,11 +48,8 @@ type Engine interface {
 	Close() error
 }
 
-// Tensor is a dense float32 array in C order.
-type Tensor struct {
-	Shape []int
-	Data  []float32
-}
+// Tensor is a dense float32 array in C order (tiny.Tensor).
+type Tensor = tiny.Tensor
 
 // Backend runs the network: a letterboxed 1x3xSxS RGB [0,1] NCHW input in,
 // the raw head outputs (each 1x3xHxWx(5+nc), pre-sigmoid) out, in level order
