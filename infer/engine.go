@@ -2,12 +2,8 @@ package infer
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -273,16 +269,5 @@ func Open(ctx context.Context, opts Options) (Engine, error) {
 }
 
 // FileSHA256 returns the hex SHA-256 of a file: the model identity that
-// payloads carry.
-func FileSHA256(path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", fmt.Errorf("hashing %s: %w", path, err)
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
-}
+// payloads carry (tiny.FileSHA256).
+func FileSHA256(path string) (string, error) { return tiny.FileSHA256(path) }

@@ -105,15 +105,15 @@ func WriteModel(w io.Writer, m *Model, meta ModelMeta) error {
 // file in the same directory is written, fsynced and renamed over path,
 // and the directory is fsynced, so a reader never sees a partial model.
 func WriteModelFile(path string, m *Model, meta ModelMeta) error {
-	if err := writeFileAtomic(path, func(w io.Writer) error { return WriteModel(w, m, meta) }); err != nil {
+	if err := WriteFileAtomic(path, func(w io.Writer) error { return WriteModel(w, m, meta) }); err != nil {
 		return fmt.Errorf("tiny: write %s: %w", path, err)
 	}
 	return nil
 }
 
-// writeFileAtomic writes path through write: temporary file, fsync,
+// WriteFileAtomic writes path through write: temporary file, fsync,
 // rename, fsync of the directory.
-func writeFileAtomic(path string, write func(io.Writer) error) (err error) {
+func WriteFileAtomic(path string, write func(io.Writer) error) (err error) {
 	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
