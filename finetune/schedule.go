@@ -36,6 +36,17 @@ type Schedule struct {
 	BatchSize       int  // total batch size (images per batch)
 	LinearLR        bool // --linear-lr instead of the one-cycle cosine
 	WarmupIters     int  // 0: official; > 0: that many batches; < 0: none
+	// NominalBatch is the images per optimiser step that gradient
+	// accumulation aims at (train.py's nbs); 0: NominalBatchSize (64).
+	NominalBatch int
+}
+
+// nbs is the nominal batch size of the schedule.
+func (s Schedule) nbs() int {
+	if s.NominalBatch > 0 {
+		return s.NominalBatch
+	}
+	return NominalBatchSize
 }
 
 // StepSettings are the optimiser settings of one batch.
@@ -131,13 +142,13 @@ func (s Schedule) BaseAccumulate() int {
 	if s.BatchSize < 1 {
 		return 1
 	}
-	return max(int(math.RoundToEven(float64(NominalBatchSize)/float64(s.BatchSize))), 1)
+	return max(int(math.RoundToEven(float64(s.nbs())/float64(s.BatchSize))), 1)
 }
 
 // WeightDecay is the decay to give NewSGD, scaled as train.py does:
 // weight_decay·BatchSize·BaseAccumulate/64.
 func (s Schedule) WeightDecay() float64 {
-	return s.Hyp.WeightDecay * (float64(s.BatchSize*s.BaseAccumulate()) / NominalBatchSize)
+	return s.Hyp.WeightDecay * (float64(s.BatchSize*s.BaseAccumulate()) / float64(s.nbs()))
 }
 
 // At returns the settings for global batch ni (= i + BatchesPerEpoch·epoch)
@@ -164,7 +175,7 @@ func (s Schedule) At(ni, epoch int) StepSettings {
 	xi := []float64{0, float64(nw)}
 	lerp := func(a, b float64) float64 { return npInterp(x, xi, []float64{a, b}, a, b) }
 	st := StepSettings{Warmup: true}
-	acc := math.RoundToEven(lerp(1, float64(NominalBatchSize)/float64(max(s.BatchSize, 1))))
+	acc := math.RoundToEven(lerp(1, float64(s.nbs())/float64(max(s.BatchSize, 1))))
 	st.Accumulate = max(1, int(acc))
 	for j := range st.LR {
 		start := 0.0

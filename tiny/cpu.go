@@ -33,6 +33,8 @@ type CPU struct {
 	pool2    poolTask
 	affine   affineTask
 	upsample upsampleTask
+
+	cpuTrain // the training ops' task structs (cpu_backward.go)
 }
 
 // DefaultTileCols is the target tile width (output positions) of a conv

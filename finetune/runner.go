@@ -1,0 +1,413 @@
+package finetune
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/yolo7d/yolo7d/tiny"
+)
+
+// Run fine-tunes the base model on a dataset (see RunConfig): it unfolds
+// the deploy model into the training form (or reads the training form of
+// an official .pt checkpoint), trains with the official loss, SGD and EMA,
+// checkpoints every epoch into WorkDir, folds the EMA weights back into a
+// deploy model, checks the folding on real inputs, evaluates the candidate
+// and the base on the val split (and the replay split), writes the
+// candidate to Out atomically and says whether it passes the promotion
+// gate. progress (may be nil) is called from Run's goroutine. Cancelling
+// ctx stops the run after the current batch; the last epoch checkpoint
+// stays for Resume.
+func Run(ctx context.Context, cfg RunConfig, progress func(Progress)) (*Result, error) {
+	if progress == nil {
+		progress = func(Progress) {}
+	}
+	res, err := run(ctx, cfg, progress)
+	if err != nil {
+		st := StateFailed
+		if ctx.Err() != nil {
+			st = StateCancelled
+		}
+		progress(Progress{State: st})
+		return nil, fmt.Errorf("finetune: %w", err)
+	}
+	return res, nil
+}
+
+// checkRunConfig fills defaults and rejects unusable settings.
+func checkRunConfig(cfg *RunConfig) error {
+	if cfg.Data == "" || cfg.Base == "" || cfg.Out == "" {
+		return errors.New("data, base and out are required")
+	}
+	if cfg.Epochs == 0 {
+		cfg.Epochs = DefaultEpochs
+	}
+	if cfg.Batch == 0 {
+		cfg.Batch = DefaultBatch
+	}
+	if cfg.Hyp == (Hyp{}) {
+		cfg.Hyp = DefaultHyp()
+	}
+	switch {
+	case cfg.Epochs < 1 || cfg.Epochs > 10000:
+		return fmt.Errorf("epochs %d outside 1..10000", cfg.Epochs)
+	case cfg.Batch < 1 || cfg.Batch > 1024:
+		return fmt.Errorf("batch %d outside 1..1024", cfg.Batch)
+	case cfg.ImgSize != 0 && (cfg.ImgSize < 32 || cfg.ImgSize > 2048 || cfg.ImgSize%32 != 0):
+		return fmt.Errorf("image size %d: want a multiple of 32 in 32..2048", cfg.ImgSize)
+	case cfg.Freeze < 0:
+		return fmt.Errorf("freeze %d is negative", cfg.Freeze)
+	case math.IsNaN(cfg.Margin) || math.IsNaN(cfg.MaxReplayDrop):
+		return errors.New("margin and max replay drop must be numbers")
+	}
+	return nil
+}
+
+// baseModel is the model a run starts from.
+type baseModel struct {
+	train  *tiny.TrainModel
+	deploy *tiny.Model
+	size   int // input size recorded in the file (0: none)
+}
+
+// loadBase reads the base model: an official .pt keeps its BatchNorm and
+// RepConv branches (TrainModelFromPT); a deploy model (native, ONNX) is
+// unfolded (UnfoldDeploy).
+func loadBase(path string) (*baseModel, error) {
+	head := make([]byte, 4)
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("base model: %w", err)
+	}
+	_, _ = io.ReadFull(f, head)
+	f.Close()
+	if bytes.Equal(head, []byte("PK\x03\x04")) {
+		ck, err := tiny.ReadPT(path)
+		if err != nil {
+			return nil, fmt.Errorf("base model: %w", err)
+		}
+		tm, err := tiny.TrainModelFromPT(ck)
+		if err != nil {
+			return nil, fmt.Errorf("base model %s: %w", path, err)
+		}
+		dm, err := tm.Deploy()
+		if err != nil {
+			return nil, fmt.Errorf("base model %s: %w", path, err)
+		}
+		return &baseModel{train: tm, deploy: dm}, nil
+	}
+	var size int
+	var dm *tiny.Model
+	if ok, _ := tiny.IsSafetensorsFile(path); ok {
+		var meta tiny.ModelMeta
+		if dm, meta, err = tiny.ReadModelFile(path); err != nil {
+			return nil, fmt.Errorf("base model: %w", err)
+		}
+		size = meta.InputSize
+	} else if dm, err = tiny.ImportModel(path); err != nil {
+		return nil, fmt.Errorf("base model: %w", err)
+	}
+	return &baseModel{train: tiny.UnfoldDeploy(dm), deploy: dm, size: size}, nil
+}
+
+// warmupFor sizes the warm-up to the run: the official 3 epochs, but at
+// most a tenth of the run's batches (the official minimum of 1000 batches
+// would span the whole of a small fine-tune, see schedule.go).
+func warmupFor(h Hyp, epochs, batches int) int {
+	w := int(math.Round(h.WarmupEpochs * float64(batches)))
+	return max(1, min(w, epochs*batches/10))
+}
+
+func run(ctx context.Context, cfg RunConfig, progress func(Progress)) (*Result, error) {
+	if err := checkRunConfig(&cfg); err != nil {
+		return nil, err
+	}
+	progress(Progress{State: StateLoading, Epochs: cfg.Epochs})
+	base, err := loadBase(cfg.Base)
+	if err != nil {
+		return nil, err
+	}
+	size := cfg.ImgSize
+	if size == 0 {
+		size = base.size
+	}
+	if size == 0 {
+		size = 320
+	}
+	data, err := LoadDataYAML(cfg.Data)
+	if err != nil {
+		return nil, err
+	}
+	if data.NC != base.deploy.NC {
+		return nil, fmt.Errorf("%s has %d classes but the base model %s has %d", cfg.Data, data.NC, cfg.Base, base.deploy.NC)
+	}
+	train, err := OpenSplit(data, "train", SplitOptions{})
+	if err != nil {
+		return nil, err
+	}
+	val, err := OpenSplit(data, "val", SplitOptions{})
+	if err != nil {
+		return nil, err
+	}
+	if len(train.Samples) == 0 || len(val.Samples) == 0 {
+		return nil, fmt.Errorf("%s: %d train and %d val images; both splits need images", cfg.Data, len(train.Samples), len(val.Samples))
+	}
+	var replay *Dataset
+	if cfg.Replay != "" {
+		rc, err := LoadDataYAML(cfg.Replay)
+		if err != nil {
+			return nil, fmt.Errorf("replay: %w", err)
+		}
+		if rc.NC != data.NC {
+			return nil, fmt.Errorf("replay %s has %d classes, the dataset %d", cfg.Replay, rc.NC, data.NC)
+		}
+		if replay, err = OpenSplit(rc, "val", SplitOptions{}); err != nil {
+			return nil, fmt.Errorf("replay: %w", err)
+		}
+	}
+	names := base.deploy.Names
+	if len(names) == 0 {
+		names = data.Names
+	}
+	tm := base.train
+	tm.Names = append([]string(nil), names...)
+
+	batch := min(cfg.Batch, len(train.Samples))
+	loader, err := NewLoader(train, LoaderOptions{ImgSize: size, BatchSize: batch, Augment: true, Shuffle: true,
+		DropLast: true, Hyp: cfg.Hyp, Seed: cfg.Seed})
+	if err != nil {
+		return nil, err
+	}
+	nb := loader.NumBatches()
+	dev := tiny.NewCPU(cfg.Threads)
+	defer dev.Close()
+	tcfg := TrainConfig{Hyp: cfg.Hyp, Batch: batch, Size: size, Epochs: cfg.Epochs, BatchesPerEpoch: nb,
+		BN: cfg.BN, Aux: cfg.Aux, Freeze: cfg.Freeze, WarmupIters: warmupFor(cfg.Hyp, cfg.Epochs, nb)}
+	tr, err := NewTrainer(tm, dev, tcfg)
+	if err != nil {
+		return nil, err
+	}
+	ck := checkpointPath(cfg)
+	start := 0
+	if cfg.Resume {
+		if start, err = tr.loadCheckpoint(ck, cfg); err != nil {
+			return nil, fmt.Errorf("resume: %w", err)
+		}
+	}
+	var epochTimes []time.Duration
+	p := Progress{State: StateTraining, Epochs: cfg.Epochs, Batches: nb}
+	for epoch := start; epoch < cfg.Epochs; epoch++ {
+		t0 := time.Now()
+		if err := trainEpoch(ctx, tr, loader, epoch, &p, progress, epochTimes); err != nil {
+			return nil, err
+		}
+		tr.NextEpoch()
+		epochTimes = append(epochTimes, time.Since(t0))
+		if err := tr.saveCheckpoint(ck, cfg, epoch+1); err != nil {
+			return nil, err
+		}
+		cand, err := tr.candidate()
+		if err != nil {
+			return nil, err
+		}
+		met, err := evalSplit(ctx, cand, dev, val, size, DefaultEvalOptions())
+		if err != nil {
+			return nil, fmt.Errorf("epoch %d: validation: %w", epoch+1, err)
+		}
+		p.State, p.Epoch, p.ValMAP50, p.ValMAP50_95, p.EpochDuration = StateTraining, epoch+1, met.MAP50, met.MAP50_95, epochTimes[len(epochTimes)-1]
+		p.ETA = time.Duration(cfg.Epochs-epoch-1) * p.EpochDuration
+		progress(p)
+	}
+	return finish(ctx, cfg, tr, base, dev, val, replay, size, epochTimes, progress)
+}
+
+// trainEpoch runs one epoch's batches.
+func trainEpoch(ctx context.Context, tr *Trainer, loader *Loader, epoch int, p *Progress, progress func(Progress), done []time.Duration) error {
+	it := loader.Epoch(ctx, epoch)
+	defer it.Close()
+	t0 := time.Now()
+	for i := 0; ; i++ {
+		b, err := it.Next()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("epoch %d batch %d: %w", epoch+1, i+1, err)
+		}
+		copy(tr.Input(), b.Images)
+		items, err := tr.Step(b.Targets)
+		loader.Release(b)
+		if err != nil {
+			return fmt.Errorf("epoch %d batch %d: %w", epoch+1, i+1, err)
+		}
+		p.Epoch, p.Batch, p.Loss = epoch+1, i+1, items
+		perBatch := time.Since(t0) / time.Duration(i+1)
+		left := time.Duration(p.Batches-i-1) * perBatch
+		epochs := p.Epochs - epoch - 1
+		if len(done) > 0 {
+			var sum time.Duration
+			for _, d := range done {
+				sum += d
+			}
+			left += time.Duration(epochs) * (sum / time.Duration(len(done)))
+		} else {
+			left += time.Duration(epochs*p.Batches) * perBatch
+		}
+		p.ETA = left
+		progress(*p)
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+	}
+}
+
+// candidate folds the EMA weights into a deploy model.
+func (t *Trainer) candidate() (*tiny.Model, error) {
+	em, err := t.EMAModel()
+	if err != nil {
+		return nil, err
+	}
+	return em.Deploy()
+}
+
+// finish folds, checks, evaluates, gates and writes the candidate.
+func finish(ctx context.Context, cfg RunConfig, tr *Trainer, base *baseModel, dev *tiny.CPU, val, replay *Dataset,
+	size int, epochTimes []time.Duration, progress func(Progress)) (*Result, error) {
+	progress(Progress{State: StateEvaluating, Epoch: cfg.Epochs, Epochs: cfg.Epochs})
+	em, err := tr.EMAModel()
+	if err != nil {
+		return nil, err
+	}
+	cand, err := em.Deploy()
+	if err != nil {
+		return nil, err
+	}
+	if err := checkFolding(ctx, em, cand, dev, val, size); err != nil {
+		return nil, err
+	}
+	res := &Result{Candidate: cfg.Out, Epochs: cfg.Epochs}
+	if res.Tuned, err = evalSplit(ctx, cand, dev, val, size, DefaultEvalOptions()); err != nil {
+		return nil, fmt.Errorf("evaluate the candidate: %w", err)
+	}
+	if res.Base, err = evalSplit(ctx, base.deploy, dev, val, size, DefaultEvalOptions()); err != nil {
+		return nil, fmt.Errorf("evaluate the base model: %w", err)
+	}
+	if replay != nil {
+		rb, err := evalSplit(ctx, base.deploy, dev, replay, size, DefaultEvalOptions())
+		if err != nil {
+			return nil, fmt.Errorf("evaluate the base model on the replay split: %w", err)
+		}
+		rt, err := evalSplit(ctx, cand, dev, replay, size, DefaultEvalOptions())
+		if err != nil {
+			return nil, fmt.Errorf("evaluate the candidate on the replay split: %w", err)
+		}
+		res.ReplayBase, res.ReplayTuned = &rb, &rt
+	}
+	if len(epochTimes) > 0 {
+		var sum time.Duration
+		for _, d := range epochTimes {
+			sum += d
+		}
+		res.EpochDuration = sum / time.Duration(len(epochTimes))
+	}
+	res.Promote, res.Reason = gate(cfg, res)
+	metrics, err := json.Marshal(map[string]any{"val": res.Tuned.summary(), "base_val": res.Base.summary(),
+		"epochs": cfg.Epochs, "data": cfg.Data, "promote": res.Promote, "reason": res.Reason})
+	if err != nil {
+		return nil, err
+	}
+	meta := tiny.ModelMeta{InputSize: size, Metrics: metrics, Provenance: tiny.Provenance{
+		Source: cfg.Base, Tool: "yolo7d finetune", Time: time.Now().UTC().Format(time.RFC3339)}}
+	if sum, err := tiny.FileSHA256(cfg.Base); err == nil {
+		meta.Provenance.SourceSHA256 = sum
+	}
+	if err := tiny.WriteModelFile(cfg.Out, cand, meta); err != nil {
+		return nil, err
+	}
+	progress(Progress{State: StateDone, Epoch: cfg.Epochs, Epochs: cfg.Epochs, ValMAP50: res.Tuned.MAP50,
+		ValMAP50_95: res.Tuned.MAP50_95, EpochDuration: res.EpochDuration})
+	return res, nil
+}
+
+// summary is the headline numbers of a Metrics, for model metadata.
+func (m Metrics) summary() map[string]float64 {
+	return map[string]float64{"precision": m.P, "recall": m.R, "map50": m.MAP50, "map50_95": m.MAP50_95}
+}
+
+// gate decides promotion: the candidate's val mAP@0.5:0.95 must beat the
+// base's by Margin, and with a replay split its mAP@0.5 there may drop by
+// at most MaxReplayDrop.
+func gate(cfg RunConfig, r *Result) (bool, string) {
+	need := r.Base.MAP50_95 + cfg.Margin
+	if r.Tuned.MAP50_95 < need {
+		return false, fmt.Sprintf("val mAP@0.5:0.95 %.4f is below the base's %.4f + margin %.4f", r.Tuned.MAP50_95, r.Base.MAP50_95, cfg.Margin)
+	}
+	if r.ReplayBase != nil {
+		if drop := r.ReplayBase.MAP50 - r.ReplayTuned.MAP50; drop > cfg.MaxReplayDrop {
+			return false, fmt.Sprintf("replay mAP@0.5 fell by %.4f (%.4f -> %.4f), more than %.4f", drop, r.ReplayBase.MAP50, r.ReplayTuned.MAP50, cfg.MaxReplayDrop)
+		}
+	}
+	return true, fmt.Sprintf("val mAP@0.5:0.95 %.4f >= base %.4f + margin %.4f", r.Tuned.MAP50_95, r.Base.MAP50_95, cfg.Margin)
+}
+
+// checkFolding compares the training form (eval mode) with its folded
+// deploy model on the first val images: the raw outputs must agree to
+// 1e-3 of their magnitude, else the fold is wrong and nothing is written.
+func checkFolding(ctx context.Context, em *tiny.TrainModel, cand *tiny.Model, dev *tiny.CPU, val *Dataset, size int) error {
+	plan, err := cand.NewPlan(dev, size)
+	if err != nil {
+		return err
+	}
+	ld, err := NewLoader(val, LoaderOptions{ImgSize: size, BatchSize: 1, ValUpscale: true})
+	if err != nil {
+		return err
+	}
+	n := min(2, ld.NumBatches())
+	for i := 0; i < n; i++ {
+		b, err := ld.Batch(ctx, 0, i)
+		if err != nil {
+			return err
+		}
+		want, err := em.Forward(dev, b.Images, size)
+		if err != nil {
+			return err
+		}
+		got, err := plan.Forward(b.Images)
+		if err != nil {
+			return err
+		}
+		for l := range got {
+			var worst, mag float64
+			for j, v := range got[l] {
+				worst = max(worst, math.Abs(float64(v-want.Lead[l][j])))
+				mag = max(mag, math.Abs(float64(want.Lead[l][j])))
+			}
+			if worst > 1e-3*max(1, mag) {
+				return fmt.Errorf("folded model differs from the training form by %.3g (level %d, image %s)", worst, l, b.Meta[0].Path)
+			}
+		}
+	}
+	return nil
+}
+
+// checkpointPath is the run's checkpoint file.
+func checkpointPath(cfg RunConfig) string {
+	dir := cfg.WorkDir
+	if dir == "" {
+		dir = filepath.Dir(cfg.Out)
+		base := strings.TrimSuffix(filepath.Base(cfg.Out), filepath.Ext(cfg.Out))
+		return filepath.Join(dir, "."+base+".ckpt")
+	}
+	return filepath.Join(dir, "last.ckpt")
+}
