@@ -25,6 +25,13 @@ type RunConfig struct {
 	BN      tiny.BNMode
 	Seed    uint64
 	Threads int // CPU threads (0: all)
+	// Warmup is the warm-up length in batches: 0 sizes it to the run (the
+	// official 3 epochs, but at most a tenth of the run); -1 is the
+	// official max(3 epochs, 1000 batches).
+	Warmup int
+	// NominalBatch is the images per optimiser step (gradient
+	// accumulation over batches); 0: the official 64.
+	NominalBatch int
 
 	// Margin is how much better (mAP@0.5:0.95 on the val split) the
 	// candidate must score than the base model to be promoted.
@@ -35,6 +42,15 @@ type RunConfig struct {
 	// MaxReplayDrop is the largest drop of replay mAP@0.5 tolerated for
 	// promotion (used when Replay is set).
 	MaxReplayDrop float64
+}
+
+// DefaultRunConfig returns the settings a fine-tune uses unless told
+// otherwise, chosen for small on-device datasets (see the closing notes of
+// BenchmarkGoldenFinetune): frozen BatchNorm statistics, the
+// coarse-to-fine aux head, a warm-up sized to the run.
+func DefaultRunConfig() RunConfig {
+	return RunConfig{Epochs: DefaultEpochs, Batch: DefaultBatch, Aux: true, BN: tiny.BNFrozen, Hyp: DefaultHyp(),
+		Margin: 0.005, MaxReplayDrop: 0.02}
 }
 
 // Defaults of a fine-tune run.
@@ -66,6 +82,9 @@ type Progress struct {
 	ValMAP50      float64       `json:"val_map50"`
 	ValMAP50_95   float64       `json:"val_map50_95"`
 	EpochDuration time.Duration `json:"epoch_ns"`
+	// Validated marks the report made after an epoch's validation (the
+	// ValMAP fields are that epoch's).
+	Validated bool `json:"validated"`
 }
 
 // Result is the outcome of a finished run.

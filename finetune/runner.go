@@ -63,6 +63,8 @@ func checkRunConfig(cfg *RunConfig) error {
 		return fmt.Errorf("batch %d outside 1..1024", cfg.Batch)
 	case cfg.ImgSize != 0 && (cfg.ImgSize < 32 || cfg.ImgSize > 2048 || cfg.ImgSize%32 != 0):
 		return fmt.Errorf("image size %d: want a multiple of 32 in 32..2048", cfg.ImgSize)
+	case cfg.Warmup < -1 || cfg.NominalBatch < 0:
+		return fmt.Errorf("warmup %d and nominal batch %d: want warmup >= -1 and nominal batch >= 0", cfg.Warmup, cfg.NominalBatch)
 	case cfg.Freeze < 0:
 		return fmt.Errorf("freeze %d is negative", cfg.Freeze)
 	case math.IsNaN(cfg.Margin) || math.IsNaN(cfg.MaxReplayDrop):
@@ -189,8 +191,15 @@ func run(ctx context.Context, cfg RunConfig, progress func(Progress)) (*Result, 
 	nb := loader.NumBatches()
 	dev := tiny.NewCPU(cfg.Threads)
 	defer dev.Close()
+	warmup := cfg.Warmup
+	switch {
+	case warmup == 0:
+		warmup = warmupFor(cfg.Hyp, cfg.Epochs, nb)
+	case warmup < 0:
+		warmup = 0 // the Schedule's official length
+	}
 	tcfg := TrainConfig{Hyp: cfg.Hyp, Batch: batch, Size: size, Epochs: cfg.Epochs, BatchesPerEpoch: nb,
-		BN: cfg.BN, Aux: cfg.Aux, Freeze: cfg.Freeze, WarmupIters: warmupFor(cfg.Hyp, cfg.Epochs, nb)}
+		BN: cfg.BN, Aux: cfg.Aux, Freeze: cfg.Freeze, WarmupIters: warmup, NominalBatch: cfg.NominalBatch}
 	tr, err := NewTrainer(tm, dev, tcfg)
 	if err != nil {
 		return nil, err
@@ -224,7 +233,9 @@ func run(ctx context.Context, cfg RunConfig, progress func(Progress)) (*Result, 
 		}
 		p.State, p.Epoch, p.ValMAP50, p.ValMAP50_95, p.EpochDuration = StateTraining, epoch+1, met.MAP50, met.MAP50_95, epochTimes[len(epochTimes)-1]
 		p.ETA = time.Duration(cfg.Epochs-epoch-1) * p.EpochDuration
+		p.Validated = true
 		progress(p)
+		p.Validated = false
 	}
 	return finish(ctx, cfg, tr, base, dev, val, replay, size, epochTimes, progress)
 }
