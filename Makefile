@@ -2,6 +2,7 @@
 #
 # Two commands do everything on a fresh Debian 12 / Ubuntu 22.04+ machine:
 #   make run    build, make a demo video and model, run the agent on the embedded broker
+#   make demo-model   train the demo model (models/demo.safetensors) on synthetic shapes
 #   make test   install what is missing (apt), lint, run every test
 #
 # OPENCV selects the gocv release to build against:
@@ -17,6 +18,13 @@ CONFIG     ?= config.toml
 TEST_FLAGS ?= -count=1 -timeout 12m
 BENCH      ?= .
 BENCH_TIME ?= 1s
+# The demo: a synthetic video of shapes, and the model make run uses.
+DEMO_MODEL      := models/demo.safetensors
+DEMO_METRICS    := models/demo.metrics.json
+DEMO_EPOCHS     ?= 30
+DEMO_VIDEO_ARGS := --width 1280 --height 720 --fps 15 --seconds 20 --seed 1
+RUN_MODEL       := $(BUILD)/models/demo.safetensors
+RANDOM_MODEL    := $(BUILD)/models/yolov7-tiny-relu.safetensors
 export PATH := $(PATH):/usr/local/go/bin
 
 # Debian packages the build and the tests need.
@@ -36,11 +44,11 @@ else
 $(error OPENCV must be 4.6 or 4.8, got $(OPENCV))
 endif
 
-.PHONY: help deps build test lint vet fmt run demo bench fuzz clean install-unit
+.PHONY: help deps build test lint vet fmt run demo demo-model bench fuzz clean install-unit FORCE
 
 help:
-	@sed -n 's/^# \{0,1\}//p' Makefile | sed -n '1,12p'
-	@echo "targets: deps build test lint run demo bench fuzz clean"
+	@sed -n 's/^# \{0,1\}//p' Makefile | sed -n '1,10p'
+	@echo "targets: deps build test lint run demo demo-model bench fuzz clean"
 
 ## deps: install every system package that is missing (apt-get, as root or via sudo).
 deps:
@@ -83,17 +91,58 @@ lint:
 test: deps lint
 	$(GO) test $(MODFLAGS) -tags matprofile $(TEST_FLAGS) ./...
 
-## demo: the demo video and model that `make run` uses (build/demo.mp4, build/models/).
-demo: build $(BUILD)/demo.mp4 $(BUILD)/models/yolov7-tiny-relu.onnx
+## demo: the demo video and model that `make run` uses: build/demo.mp4 (shapes
+## drifting on a changing background, by `yolo7d synth video`) and
+## build/models/demo.safetensors, a copy of models/demo.safetensors (the model
+## `make demo-model` trains) when it exists, else of a random 80-class model.
+demo: build $(BUILD)/demo.mp4 $(RUN_MODEL)
+	@if cmp -s $(RUN_MODEL) $(DEMO_MODEL); then \
+		echo "make run uses $(DEMO_MODEL): trained on synthetic shapes (circle, square, triangle)"; \
+	elif cmp -s $(RUN_MODEL) $(RANDOM_MODEL); then \
+		echo "make run uses a random 80-class model: $(DEMO_MODEL) is absent (make demo-model trains it)"; \
+	else \
+		echo "make run uses $(RUN_MODEL) as it is (promoted by fine-tuning? rm it to reset)"; \
+	fi
 
-$(BUILD)/demo.mp4:
+FORCE:
+
+# The video's recipe: when it changes, the video is made again (this also
+# replaces a demo.mp4 made by an older Makefile).
+$(BUILD)/demo-video.args: FORCE
 	@mkdir -p $(BUILD)
-	ffmpeg -loglevel error -y -f lavfi -i "testsrc2=size=1280x720:rate=15" -t 20 \
-		-c:v libx264 -pix_fmt yuv420p -g 30 $@
+	@echo 'synth video $(DEMO_VIDEO_ARGS)' | cmp -s - $@ || echo 'synth video $(DEMO_VIDEO_ARGS)' > $@
+
+$(BUILD)/demo.mp4: $(BUILD)/demo-video.args | build
+	$(BIN) synth video $@ $(DEMO_VIDEO_ARGS)
+
+# make run's model is copied from the trained demo model when there is one,
+# else from the random model; a newer models/demo.safetensors replaces it.
+$(RUN_MODEL): $(if $(wildcard $(DEMO_MODEL)),$(DEMO_MODEL),$(RANDOM_MODEL)) | build
+	@mkdir -p $(@D)
+	cp $< $@
+
+# The random fallback: the weights of yolov7-tiny-relu.onnx, in the native
+# format.
+$(RANDOM_MODEL): | build
+	@mkdir -p $(@D)
+	$(BIN) model init --act relu --nc 80 --img 640 --seed 1 -o $@
 
 $(BUILD)/models/yolov7-tiny-relu.onnx: | build
 	@mkdir -p $(BUILD)/models
 	$(BIN) model init --act relu --nc 80 --img 640 --seed 1 -o $@
+
+## demo-model: train models/demo.safetensors (DEMO_EPOCHS epochs, default 30) on a
+## synthetic shapes dataset with yolo7d's own trainer, from a half-depth,
+## half-width yolov7-tiny; its val metrics go to models/demo.metrics.json.
+demo-model: build
+	$(BIN) synth dataset $(BUILD)/synth --overwrite --train 512 --val 128 --img 256 --seed 1
+	$(BIN) model init --act relu --depth 0.5 --width 0.5 --names circle,square,triangle \
+		--img 256 --seed 1 -o $(BUILD)/demo-init.safetensors
+	@mkdir -p $(dir $(DEMO_MODEL))
+	$(BIN) finetune --data $(BUILD)/synth/data.yaml -m $(BUILD)/demo-init.safetensors \
+		-o $(DEMO_MODEL) --epochs $(DEMO_EPOCHS) --img 256 --batch 16
+	$(BIN) eval -m $(DEMO_MODEL) --data $(BUILD)/synth/data.yaml --json > $(DEMO_METRICS).tmp
+	mv $(DEMO_METRICS).tmp $(DEMO_METRICS)
 
 ## run: the agent in the foreground on the embedded broker with config.toml.
 run: demo

@@ -43,6 +43,7 @@ type Agent struct {
 	pub    *publish.Publisher
 	topics publish.Topics
 	notify *Notifier
+	ft     finetuner // on-device fine-tuning (finetune.go)
 
 	mu       sync.Mutex // guards pipes and cfg swaps during reload
 	pipes    map[string]*pipeline
@@ -157,6 +158,7 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		case <-ctx.Done():
 			a.log.Info("shutting down")
 			a.notify.Stopping()
+			a.stopFinetune()
 			a.stopAll()
 			cancel()
 			wg.Wait()
@@ -307,7 +309,7 @@ func (a *Agent) statsLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			a.pub.PublishStats(a.stats())
+			a.publishStats()
 		}
 	}
 }

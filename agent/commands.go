@@ -37,8 +37,10 @@ func (a *Agent) handleCommand(ctx context.Context, cmd publish.Command) (any, er
 		}
 		return map[string]any{"camera": cmd.Camera, "frame": r.frame, "bytes": r.bytes,
 			"topic": a.topics.Snapshot(cmd.Camera)}, nil
-	case "finetune", "rollback":
-		return nil, fmt.Errorf("%s: on-device fine-tuning is not available in this build yet", cmd.Name)
+	case publish.CmdFinetune:
+		return a.handleFinetune(cmd)
+	case publish.CmdRollback:
+		return a.rollback(ctx)
 	default:
 		return nil, fmt.Errorf("unknown command %q", cmd.Name)
 	}

@@ -17,6 +17,7 @@ type Config struct {
 	Detector  infer.Options    `toml:"detector"`
 	MQTT      publish.Config   `toml:"mqtt"`
 	Snapshots SnapshotSettings `toml:"snapshots"`
+	Finetune  FinetuneSettings `toml:"finetune"`
 	Cameras   []capture.Config `toml:"camera"`
 }
 
@@ -33,4 +34,31 @@ type SnapshotSettings struct {
 	OnDetection bool          `toml:"on_detection"` // publish a snapshot when a frame has detections
 	MinInterval time.Duration `toml:"min_interval"` // at most one automatic snapshot per camera per interval (default 10s)
 	Quality     int           `toml:"quality"`      // JPEG quality 1..100 (default 85)
+}
+
+// FinetuneSettings is the TOML table [finetune]: the defaults of an
+// on-device fine-tune started by <prefix>/cmd/finetune (the command's own
+// fields win) and the promotion gate.
+type FinetuneSettings struct {
+	Epochs int  `toml:"epochs"` // training epochs, 1..1000 (default 30)
+	Img    int  `toml:"img"`    // training input side, a multiple of 32 in 32..1280; 0 = the model's (default 0)
+	Batch  int  `toml:"batch"`  // images per batch, 1..256 (default 8)
+	Freeze int  `toml:"freeze"` // the first N layers keep their weights, 0..77 (default 0)
+	Aux    bool `toml:"aux"`    // train with the auxiliary head (default true)
+	// Margin: the candidate is promoted only if its mAP@0.5:0.95 on the val
+	// split is at least the current model's plus Margin, in -1..1
+	// (default 0.005).
+	Margin float64 `toml:"margin"`
+	// Replay is an optional data.yaml of the current model's domain whose
+	// val split is evaluated too, to catch forgetting (default "": none).
+	Replay string `toml:"replay"`
+	// MaxReplayDrop is the largest drop of replay mAP@0.5 tolerated for
+	// promotion, 0..1 (default 0.02).
+	MaxReplayDrop float64 `toml:"max_replay_drop"`
+	BN            string  `toml:"bn"`      // BatchNorm while training: frozen | batch (default frozen)
+	Threads       int     `toml:"threads"` // CPU threads of the training (default: all cores but one, at least 1)
+	// Mode is share (detection keeps running beside the training) or pause
+	// (the cameras' detection pauses while the training runs); default share.
+	Mode string `toml:"mode"`
+	Seed uint64 `toml:"seed"` // random seed of the run (default 0)
 }

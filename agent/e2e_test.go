@@ -267,7 +267,7 @@ func TestAgentPublishesDetectionsFromVideoOverMosquitto(t *testing.T) {
 		{p + "/cmd/snapshot", `{"id":"s3","camera":"cam1","extra":1}`, false, "extra"},
 		{p + "/cmd/reload", `{"id":"r1","epochs":"x"}`, false, "epochs"},
 		{p + "/cmd/finetune", `{"id":"f1","data":"../../etc/passwd"}`, false, "data"},
-		{p + "/cmd/finetune", `{"id":"f2","data":"set/data.yaml"}`, false, "not available"},
+		{p + "/cmd/finetune", `{"id":"f2","data":"set/data.yaml"}`, false, "no such file"},
 		{p + "/cmd/explode", `{"id":"x1"}`, false, "explode"},
 	}
 	for _, c := range cmds {

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -43,7 +44,18 @@ const (
 	DefaultDiscoveryPrefix = publish.DefaultDiscoveryPrefix
 	DefaultSnapshotEvery   = 10 * time.Second
 	DefaultSnapshotJPEG    = 85
+
+	DefaultFinetuneEpochs        = 30
+	DefaultFinetuneBatch         = 8
+	DefaultFinetuneMargin        = 0.005
+	DefaultFinetuneMaxReplayDrop = 0.02
+	DefaultFinetuneBN            = "frozen"
+	DefaultFinetuneMode          = "share"
 )
+
+// DefaultFinetuneThreads is the default of finetune.threads: every core but
+// one (left to detection), at least 1.
+func DefaultFinetuneThreads() int { return max(1, runtime.NumCPU()-1) }
 
 // MaxConfigSize is the largest configuration file Parse accepts.
 const MaxConfigSize = 1 << 20
@@ -418,6 +430,7 @@ func (d *loader) finish(c *Config) {
 	d.finishDetector(&c.Detector)
 	d.finishMQTT(c)
 	d.finishSnapshots(&c.Snapshots)
+	d.finishFinetune(&c.Finetune)
 	d.finishCameras(c)
 }
 
@@ -741,6 +754,60 @@ func (d *loader) finishSnapshots(s *SnapshotSettings) {
 	} else if s.Quality < 1 || s.Quality > 100 {
 		d.errorf("snapshots.quality", "%d is not in 1..100", s.Quality)
 	}
+}
+
+func (d *loader) finishFinetune(f *FinetuneSettings) {
+	const p = "finetune."
+	if !d.defined[p+"epochs"] {
+		f.Epochs = DefaultFinetuneEpochs
+	} else if f.Epochs < 1 || f.Epochs > publish.MaxEpochs {
+		d.errorf(p+"epochs", "%d is not in 1..%d", f.Epochs, publish.MaxEpochs)
+	}
+	if f.Img != 0 && (f.Img < publish.MinImg || f.Img > publish.MaxImg || f.Img%32 != 0) {
+		d.errorf(p+"img", "%d is not 0 (the model's input size) or a multiple of 32 in %d..%d", f.Img, publish.MinImg, publish.MaxImg)
+	}
+	if !d.defined[p+"batch"] {
+		f.Batch = DefaultFinetuneBatch
+	} else if f.Batch < 1 || f.Batch > publish.MaxBatch {
+		d.errorf(p+"batch", "%d is not in 1..%d", f.Batch, publish.MaxBatch)
+	}
+	if f.Freeze < 0 || f.Freeze > publish.MaxFreeze {
+		d.errorf(p+"freeze", "%d is not in 0..%d (layers of yolov7-tiny)", f.Freeze, publish.MaxFreeze)
+	}
+	if !d.defined[p+"aux"] {
+		f.Aux = true
+	}
+	if !d.defined[p+"margin"] {
+		f.Margin = DefaultFinetuneMargin
+	} else if !(f.Margin >= -1 && f.Margin <= 1) {
+		d.errorf(p+"margin", "%g is not in -1..1 (mAP@0.5:0.95 points, e.g. 0.005)", f.Margin)
+	}
+	f.Replay = d.path(f.Replay)
+	if f.Replay != "" {
+		if ext := strings.ToLower(filepath.Ext(f.Replay)); ext != ".yaml" && ext != ".yml" {
+			d.errorf(p+"replay", "%s is not a .yaml dataset file", f.Replay)
+		} else {
+			d.checkFile(p+"replay", f.Replay, false)
+		}
+	}
+	if !d.defined[p+"max_replay_drop"] {
+		f.MaxReplayDrop = DefaultFinetuneMaxReplayDrop
+	} else if !(f.MaxReplayDrop >= 0 && f.MaxReplayDrop <= 1) {
+		d.errorf(p+"max_replay_drop", "%g is not in 0..1", f.MaxReplayDrop)
+	}
+	if !d.defined[p+"bn"] {
+		f.BN = DefaultFinetuneBN
+	}
+	d.oneOf(p+"bn", f.BN, "frozen", "batch")
+	if !d.defined[p+"threads"] {
+		f.Threads = DefaultFinetuneThreads()
+	} else if f.Threads < 1 || f.Threads > 1024 {
+		d.errorf(p+"threads", "%d is not in 1..1024", f.Threads)
+	}
+	if !d.defined[p+"mode"] {
+		f.Mode = DefaultFinetuneMode
+	}
+	d.oneOf(p+"mode", f.Mode, "share", "pause")
 }
 
 func (d *loader) finishCameras(c *Config) {

@@ -69,6 +69,22 @@ func TestParseErrors(t *testing.T) {
 		{"subtable of camera", base + "\n[[camera]]\nname = \"b\"\nuri = \"csi://0\"\n[camera.extra]\nx = 1\n", "camera[1].extra", 11, "unknown key"},
 		{"syntax", "[mqtt]\nqos = = 1\n" + base, "", 2, "syntax error"},
 		{"no camera", "[detector]\nmodel = \"m\"\n", "", 0, "no camera"},
+		{"finetune unknown key", "[finetune]\nepoch = 3\n" + base, "finetune.epoch", 2, `did you mean "epochs"`},
+		{"finetune epochs", "[finetune]\nepochs = 0\n" + base, "finetune.epochs", 2, "not in 1..1000"},
+		{"finetune epochs type", "[finetune]\nepochs = \"10\"\n" + base, "finetune.epochs", 2, "want an integer"},
+		{"finetune img", "[finetune]\n\nimg = 100\n" + base, "finetune.img", 3, "multiple of 32"},
+		{"finetune batch", "[finetune]\nbatch = 257\n" + base, "finetune.batch", 2, "not in 1..256"},
+		{"finetune freeze", "[finetune]\nfreeze = 78\n" + base, "finetune.freeze", 2, "not in 0..77"},
+		{"finetune aux", "[finetune]\naux = 1\n" + base, "finetune.aux", 2, "want true or false"},
+		{"finetune margin", "[finetune]\nmargin = 2.0\n" + base, "finetune.margin", 2, "not in -1..1"},
+		{"finetune margin nan", "[finetune]\nmargin = nan\n" + base, "finetune.margin", 2, "not in -1..1"},
+		{"finetune replay ext", "[finetune]\nreplay = \"load_test.go\"\n" + base, "finetune.replay", 2, "not a .yaml"},
+		{"finetune replay missing", "[finetune]\nreplay = \"/nonexistent/data.yaml\"\n" + base, "finetune.replay", 2, "no such file"},
+		{"finetune max_replay_drop", "[finetune]\nmax_replay_drop = -0.1\n" + base, "finetune.max_replay_drop", 2, "not in 0..1"},
+		{"finetune bn", "[finetune]\nbn = \"train\"\n" + base, "finetune.bn", 2, "not one of frozen, batch"},
+		{"finetune threads", "[finetune]\nthreads = 0\n" + base, "finetune.threads", 2, "not in 1..1024"},
+		{"finetune mode", "[finetune]\nmode = \"stop\"\n" + base, "finetune.mode", 2, "not one of share, pause"},
+		{"finetune seed", "[finetune]\nseed = -1\n" + base, "finetune.seed", 2, "out of range"},
 		{"all disabled", base + "enabled = false\n", "", 0, "every camera is disabled"},
 	}
 	for _, tt := range tests {
@@ -159,6 +175,8 @@ func TestParseDefaults(t *testing.T) {
 			MinInterval: 10 * time.Second, Quality: 85,
 		},
 	}
+	want.Finetune = FinetuneSettings{Epochs: 30, Batch: 8, Aux: true, Margin: 0.005, MaxReplayDrop: 0.02,
+		BN: "frozen", Threads: DefaultFinetuneThreads(), Mode: "share"}
 	want.Detector.Model = filepath.Join(abs, "m.onnx")
 	want.Detector.Backend, want.Detector.InputSize = "auto", 640
 	want.Detector.ConfThreshold, want.Detector.IoUThreshold, want.Detector.MaxDetections = 0.25, 0.45, 300
@@ -334,7 +352,7 @@ func TestShippedConfig(t *testing.T) {
 	if cfg.MQTT.Broker != "embedded" || cfg.MQTT.EmbeddedListen != "127.0.0.1:1883" {
 		t.Errorf("mqtt = %+v", cfg.MQTT)
 	}
-	if cfg.Detector.Model != filepath.Join(root, "build/models/yolov7-tiny-relu.onnx") {
+	if cfg.Detector.Model != filepath.Join(root, "build/models/demo.safetensors") {
 		t.Errorf("detector.model = %q", cfg.Detector.Model)
 	}
 	if len(cfg.Cameras) != 1 {
@@ -354,7 +372,7 @@ func TestShippedConfigDocumentsEveryKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	text := string(data)
-	for _, v := range []any{Settings{}, SnapshotSettings{}, capture.Config{}, Config{}.Detector, Config{}.MQTT} {
+	for _, v := range []any{Settings{}, SnapshotSettings{}, FinetuneSettings{}, capture.Config{}, Config{}.Detector, Config{}.MQTT} {
 		rt := reflect.TypeOf(v)
 		for i := range rt.NumField() {
 			name := tomlName(rt.Field(i))
@@ -446,5 +464,47 @@ func TestLoadMissingFile(t *testing.T) {
 	_, err := Load(filepath.Join(t.TempDir(), "nope.toml"))
 	if !errors.Is(err, os.ErrNotExist) || !strings.Contains(err.Error(), "nope.toml") {
 		t.Errorf("Load(missing) = %v", err)
+	}
+}
+
+// TestParseFinetuneTable: every [finetune] key is read; replay is resolved
+// relative to the file; the table survives the effective round trip.
+func TestParseFinetuneTable(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "replay.yaml"), []byte("val: x\n"), 0o644)
+	text := `[finetune]
+epochs = 5
+img = 320
+batch = 4
+freeze = 10
+aux = false
+margin = 0.0
+replay = "replay.yaml"
+max_replay_drop = 0.05
+bn = "batch"
+threads = 2
+mode = "pause"
+seed = 7
+` + base
+	path := filepath.Join(dir, "c.toml")
+	cfg, err := Parse([]byte(text), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := FinetuneSettings{Epochs: 5, Img: 320, Batch: 4, Freeze: 10, Aux: false, Margin: 0, Replay: filepath.Join(dir, "replay.yaml"),
+		MaxReplayDrop: 0.05, BN: "batch", Threads: 2, Mode: "pause", Seed: 7}
+	if cfg.Finetune != want {
+		t.Errorf("finetune = %+v\nwant %+v", cfg.Finetune, want)
+	}
+	out, err := cfg.Effective()
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := Parse(out, path)
+	if err != nil {
+		t.Fatalf("effective configuration does not parse: %v\n%s", err, out)
+	}
+	if again.Finetune != want {
+		t.Errorf("round trip: %+v", again.Finetune)
 	}
 }

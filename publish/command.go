@@ -55,8 +55,12 @@ type FinetuneArgs struct {
 	Img    int    // MinImg..MaxImg, a multiple of 32; 0 means the configured default
 	Batch  int    // 1..MaxBatch; 0 means the configured default
 	Freeze int    // 0..MaxFreeze layers frozen; -1 means the configured default
-	Aux    bool   // train with the auxiliary head
+	Aux    bool   // train with the auxiliary head (meaningful when AuxSet)
+	AuxSet bool   // aux was given; otherwise the configured default applies
 	Resume bool   // resume the last interrupted fine-tune
+	// Cancel asks to cancel the running fine-tune. It comes alone with the
+	// id: a cancel command sets no other field.
+	Cancel bool
 }
 
 // CommandError is the error of ParseCommand: why a command was refused, and
@@ -97,6 +101,7 @@ type (
 		Freeze *int    `json:"freeze"`
 		Aux    *bool   `json:"aux"`
 		Resume *bool   `json:"resume"`
+		Cancel *bool   `json:"cancel"`
 	}
 )
 
@@ -168,6 +173,22 @@ func ParseCommand(name string, payload []byte, dataDir string) (Command, error) 
 
 func (w *finetuneCmd) validate(dataDir string) (FinetuneArgs, error) {
 	a := FinetuneArgs{Freeze: -1}
+	if w.Cancel != nil && *w.Cancel {
+		others := []struct {
+			field string
+			set   bool
+		}{
+			{"data", w.Data != nil}, {"base", w.Base != nil}, {"epochs", w.Epochs != nil},
+			{"img", w.Img != nil}, {"batch", w.Batch != nil}, {"freeze", w.Freeze != nil},
+			{"aux", w.Aux != nil}, {"resume", w.Resume != nil},
+		}
+		for _, o := range others {
+			if o.set {
+				return a, fieldErr(o.field, "not allowed with \"cancel\": true (a cancel command has only an id)")
+			}
+		}
+		return FinetuneArgs{Cancel: true}, nil
+	}
 	if w.Data == nil {
 		return a, fieldErr("data", "required")
 	}
@@ -208,7 +229,7 @@ func (w *finetuneCmd) validate(dataDir string) (FinetuneArgs, error) {
 		*r.dst = *r.v
 	}
 	if w.Aux != nil {
-		a.Aux = *w.Aux
+		a.Aux, a.AuxSet = *w.Aux, true
 	}
 	if w.Resume != nil {
 		a.Resume = *w.Resume

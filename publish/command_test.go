@@ -26,7 +26,12 @@ func TestParseCommandAcceptsValidCommands(t *testing.T) {
 			Finetune: FinetuneArgs{Data: filepath.Join(dataDir, "sets/yard/data.yaml"), Freeze: -1}}},
 		{"finetune", `{"id":"f2","data":"d.yml","base":"models/a.safetensors","epochs":1000,"img":640,"batch":16,"freeze":0,"aux":true,"resume":false}`,
 			Command{Name: "finetune", ID: "f2", Finetune: FinetuneArgs{Data: filepath.Join(dataDir, "d.yml"),
-				Base: filepath.Join(dataDir, "models/a.safetensors"), Epochs: 1000, Img: 640, Batch: 16, Freeze: 0, Aux: true}}},
+				Base: filepath.Join(dataDir, "models/a.safetensors"), Epochs: 1000, Img: 640, Batch: 16, Freeze: 0, Aux: true, AuxSet: true}}},
+		{"finetune", `{"id":"f4","data":"d.yaml","aux":false}`, Command{Name: "finetune", ID: "f4",
+			Finetune: FinetuneArgs{Data: filepath.Join(dataDir, "d.yaml"), Freeze: -1, AuxSet: true}}},
+		{"finetune", `{"id":"c1","cancel":true}`, Command{Name: "finetune", ID: "c1", Finetune: FinetuneArgs{Cancel: true}}},
+		{"finetune", `{"id":"c2","cancel":false,"data":"d.yaml"}`, Command{Name: "finetune", ID: "c2",
+			Finetune: FinetuneArgs{Data: filepath.Join(dataDir, "d.yaml"), Freeze: -1}}},
 		{"finetune", `{"id":"f3","data":"a/../b/data.yaml"}`, Command{Name: "finetune", ID: "f3",
 			Finetune: FinetuneArgs{Data: filepath.Join(dataDir, "b/data.yaml"), Freeze: -1}}},
 	}
@@ -98,6 +103,12 @@ func TestParseCommandRefusesBadCommandsNamingTheField(t *testing.T) {
 		{"finetune", `{"id":"a","data":"d.yaml","aux":"yes"}`, "aux", "want a boolean", "a"},
 		{"finetune", `{"id":"a","data":"d.yaml","resume":1}`, "resume", "want a boolean", "a"},
 		{"finetune", `{"id":"a","data":"d.yaml","lr":0.1}`, "lr", "unknown field", "a"},
+		{"finetune", `{"id":"a","cancel":true,"data":"d.yaml"}`, "data", "not allowed with", "a"},
+		{"finetune", `{"id":"a","cancel":true,"epochs":3}`, "epochs", "not allowed with", "a"},
+		{"finetune", `{"id":"a","resume":false,"cancel":true}`, "resume", "not allowed with", "a"},
+		{"finetune", `{"id":"a","cancel":"yes"}`, "cancel", "want a boolean", "a"},
+		{"finetune", `{"cancel":true}`, "id", "required", ""},
+		{"finetune", `{"id":"a","cancel":false}`, "data", "required", "a"},
 		{"reload", `{"id":"a","pad":"` + strings.Repeat("x", MaxCommandSize) + `"}`, "", "exceeds", ""},
 	}
 	for _, tc := range cases {

@@ -94,24 +94,6 @@ func detectOne(ctx context.Context, eng infer.Engine, path, annotateDir string) 
 	return r, nil
 }
 
-func writeRandomModel(path, act string, nc, img int, seed uint64) error {
-	if act != "relu" && act != "leaky" {
-		return fmt.Errorf("--act %q: want relu or leaky", act)
-	}
-	if nc < 1 || nc > 10000 {
-		return fmt.Errorf("--nc %d: want 1..10000", nc)
-	}
-	if img < 32 || img > 1280 || img%32 != 0 {
-		return fmt.Errorf("--img %d: want a multiple of 32 in 32..1280", img)
-	}
-	if dir := filepath.Dir(path); dir != "" {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return err
-		}
-	}
-	return tiny.WriteRandomONNX(path, tiny.Config{Act: tiny.Act(act), NC: nc, Seed: seed}, img)
-}
-
 // importModel reads an official checkpoint (.pt) or ONNX export (raw or
 // --grid, fused or not), folds it into the deploy form and writes it as a
 // raw-output ONNX file that every backend runs.

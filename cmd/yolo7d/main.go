@@ -10,6 +10,9 @@
 //	yolo7d forward -m MODEL --input X.npy   raw head outputs as .npy
 //	yolo7d bench [-m MODEL] [...]           forward latency per size and backend
 //	yolo7d detect -m MODEL IMAGE...         detect objects in images, print JSON
+//	yolo7d finetune --data D.yaml -m BASE   fine-tune a model on a dataset
+//	yolo7d eval -m MODEL --data D.yaml      P, R, mAP of a model on a dataset split
+//	yolo7d synth dataset|video ...          synthetic training data and demo video
 //	yolo7d version
 package main
 
@@ -21,8 +24,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"github.com/yolo7d/yolo7d/agent"
 )
@@ -41,12 +46,22 @@ usage:
   yolo7d install [--config FILE] [--user NAME] [--unit-dir DIR] [--no-systemctl] [--exec PATH]
   yolo7d uninstall | start | stop | restart | status
   yolo7d config check FILE                   validate FILE, print the effective configuration
-  yolo7d model init -o FILE [--act relu|leaky] [--nc N] [--img N] [--seed N]
+  yolo7d model init -o FILE.safetensors|FILE.onnx [--act relu|leaky] [--nc N | --names a,b,c]
+                  [--depth X] [--width X] [--img N] [--seed N]   a seeded random (scaled) yolov7-tiny
   yolo7d import SRC -o MODEL [--img N]       official .pt or ONNX (raw/--grid) -> native .safetensors or deploy .onnx
   yolo7d export MODEL -o OUT.onnx [--img N]  any model -> deploy ONNX (for opencv)
   yolo7d forward -m MODEL --input X.npy --out-dir DIR   CPU forward, writes p3/p4/p5.npy (raw logits)
   yolo7d bench [-m MODEL] [--sizes 640,416,320] [--backends cpu,opencv] [--runs N] [--json]
   yolo7d detect -m MODEL [--conf X] [--iou X] [--annotate DIR] IMAGE...
+  yolo7d finetune --data DATA.yaml -m BASE [-o OUT] [--epochs N] [--img N] [--batch N] [--freeze N]
+                  [--aux|--no-aux] [--margin X] [--resume] [--workdir DIR] [--threads N] [--seed N]
+                                             fine-tune BASE; progress on stderr, result JSON on stdout
+  yolo7d eval -m MODEL --data DATA.yaml [--split val] [--img N] [--threads N] [--json]
+                                             P, R, mAP@0.5, mAP@0.5:0.95 and a per-class table
+  yolo7d synth dataset DIR [--train N] [--val N] [--img N] [--seed N] [--jpeg]
+                                             synthetic shapes dataset (YOLO layout + data.yaml)
+  yolo7d synth video OUT.mp4 [--width N] [--height N] [--fps X] [--seconds X] [--seed N]
+                                             synthetic moving scene (needs ffmpeg)
   yolo7d version
 `
 
@@ -84,6 +99,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdForward(rest, stdout, stderr)
 	case "bench":
 		err = cmdBench(rest, stdout, stderr)
+	case "synth":
+		err = cmdSynth(rest, stdout, stderr)
+	case "finetune", "eval":
+		// Ctrl-C (or SIGTERM) cancels the run cleanly through its context.
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		if cmd == "finetune" {
+			err = cmdFinetune(ctx, rest, stdout, stderr, defaultTools())
+		} else {
+			err = cmdEval(ctx, rest, stdout, stderr, defaultTools())
+		}
+		stop()
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, "yolo7d", version)
 	case "help", "-h", "--help":
@@ -192,27 +218,10 @@ func cmdDetect(args []string, stdout, stderr io.Writer) error {
 
 func cmdModel(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] != "init" {
-		fmt.Fprint(stderr, "usage: yolo7d model init -o FILE [--act relu|leaky] [--nc N] [--img N] [--seed N]\n")
+		fmt.Fprint(stderr, modelInitUsage)
 		return flag.ErrHelp
 	}
-	fs := flag.NewFlagSet("model init", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	out := fs.String("o", "", "output `file` (.onnx)")
-	act := fs.String("act", "relu", "activation: relu or leaky")
-	nc := fs.Int("nc", 80, "number of classes")
-	img := fs.Int("img", 640, "input size (multiple of 32)")
-	seed := fs.Uint64("seed", 1, "random seed")
-	if err := fs.Parse(args[1:]); err != nil {
-		return err
-	}
-	if *out == "" {
-		return errors.New("model init: -o FILE is required")
-	}
-	if err := writeRandomModel(*out, strings.ToLower(*act), *nc, *img, *seed); err != nil {
-		return fmt.Errorf("model init: %w", err)
-	}
-	fmt.Fprintf(stdout, "wrote %s (yolov7-tiny, %s, %d classes, %dx%d, seed %d, random weights)\n", *out, *act, *nc, *img, *img, *seed)
-	return nil
+	return cmdModelInit(args[1:], stdout, stderr)
 }
 
 // splitSource takes a leading positional argument off args, so flags may

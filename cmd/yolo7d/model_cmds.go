@@ -1,7 +1,10 @@
 package main
 
 import (
+	"errors"
+	"flag"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -12,8 +15,153 @@ import (
 	"github.com/yolo7d/yolo7d/tiny"
 )
 
-// Model file commands: import (official .pt/ONNX -> native or ONNX),
-// export (any model -> deploy ONNX) and forward (raw head outputs as .npy).
+// Model file commands: init (a seeded random model, native or ONNX),
+// import (official .pt/ONNX -> native or ONNX), export (any model -> deploy
+// ONNX) and forward (raw head outputs as .npy).
+
+// modelInitUsage is the usage line of `yolo7d model init`.
+const modelInitUsage = "usage: yolo7d model init -o FILE.safetensors|FILE.onnx [--act relu|leaky] [--nc N | --names a,b,c] [--depth X] [--width X] [--img N] [--seed N]\n"
+
+// modelInitOptions sets the model `yolo7d model init` writes.
+type modelInitOptions struct {
+	out          string   // .safetensors (native) or .onnx
+	act          string   // relu or leaky
+	nc           int      // number of classes (len(names) when names is set)
+	names        []string // class names, or nil
+	img          int      // input size
+	seed         uint64   // weights seed
+	depth, width float64  // tiny.YOLOv7TinyScaled factors (1, 1: yolov7-tiny)
+}
+
+// cmdModelInit runs `yolo7d model init` (args are those after "init"):
+// a seeded random YOLOv7-tiny, optionally scaled (--depth, --width), with
+// --nc classes or the classes named by --names, written as a native
+// .safetensors model (with names, input size and spec) or as an ONNX
+// export, by -o's extension.
+func cmdModelInit(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("model init", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o modelInitOptions
+	fs.StringVar(&o.out, "o", "", "output `file`: .safetensors (native, with names and input size) or .onnx")
+	fs.StringVar(&o.act, "act", "relu", "activation: relu or leaky")
+	fs.IntVar(&o.nc, "nc", 80, "number of classes")
+	names := fs.String("names", "", "comma-separated class names (sets the number of classes)")
+	fs.IntVar(&o.img, "img", 640, "input size (multiple of 32)")
+	fs.Uint64Var(&o.seed, "seed", 1, "random seed")
+	fs.Float64Var(&o.depth, "depth", 1, "depth factor of the scaled yolov7-tiny (ELAN depth round(2*X)), in (0, 8]")
+	fs.Float64Var(&o.width, "width", 1, "width factor of the scaled yolov7-tiny (channels x X), in (0, 8]")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 0 {
+		fmt.Fprint(stderr, modelInitUsage)
+		return flag.ErrHelp
+	}
+	if o.out == "" {
+		return errors.New("model init: -o FILE is required")
+	}
+	o.act = strings.ToLower(o.act)
+	if *names != "" {
+		ns, err := parseClassNames(*names)
+		if err != nil {
+			return fmt.Errorf("model init: --names: %w", err)
+		}
+		ncSet := false
+		fs.Visit(func(f *flag.Flag) { ncSet = ncSet || f.Name == "nc" })
+		if ncSet && o.nc != len(ns) {
+			return fmt.Errorf("model init: --nc %d but --names gives %d names", o.nc, len(ns))
+		}
+		o.names, o.nc = ns, len(ns)
+	}
+	spec, err := writeInitModel(o)
+	if err != nil {
+		return fmt.Errorf("model init: %w", err)
+	}
+	classes := fmt.Sprintf("%d classes", o.nc)
+	if o.names != nil {
+		classes += " (" + strings.Join(o.names, ", ") + ")"
+	}
+	fmt.Fprintf(stdout, "wrote %s (%s, %s, %s, %dx%d, seed %d, random weights)\n", o.out, spec, o.act, classes, o.img, o.img, o.seed)
+	return nil
+}
+
+// parseClassNames splits a comma-separated list of class names; names are
+// trimmed, and must be non-empty and distinct.
+func parseClassNames(s string) ([]string, error) {
+	var names []string
+	seen := map[string]bool{}
+	for i, n := range strings.Split(s, ",") {
+		n = strings.TrimSpace(n)
+		switch {
+		case n == "":
+			return nil, fmt.Errorf("name %d is empty", i+1)
+		case seen[n]:
+			return nil, fmt.Errorf("%q given twice", n)
+		}
+		seen[n] = true
+		names = append(names, n)
+	}
+	if len(names) > 10000 {
+		return nil, fmt.Errorf("%d names, want at most 10000", len(names))
+	}
+	return names, nil
+}
+
+// writeInitModel writes the random model o describes and returns its spec
+// name. A .safetensors file records the names, the input size and the
+// spec (its provenance names the seed, and no time, so the same options
+// write the same bytes); an .onnx file is the deploy export for input
+// size o.img.
+func writeInitModel(o modelInitOptions) (string, error) {
+	ext := strings.ToLower(filepath.Ext(o.out))
+	if ext != ".safetensors" && ext != ".onnx" {
+		return "", fmt.Errorf("output %s: want a .safetensors (native) or .onnx file", o.out)
+	}
+	if o.act != "relu" && o.act != "leaky" {
+		return "", fmt.Errorf("--act %q: want relu or leaky", o.act)
+	}
+	if o.nc < 1 || o.nc > 10000 {
+		return "", fmt.Errorf("--nc %d: want 1..10000", o.nc)
+	}
+	if err := checkImg(o.img); err != nil {
+		return "", err
+	}
+	if !(o.depth > 0 && o.depth <= 8) {
+		return "", fmt.Errorf("--depth %g: want a factor in (0, 8]", o.depth)
+	}
+	if !(o.width > 0 && o.width <= 8) {
+		return "", fmt.Errorf("--width %g: want a factor in (0, 8]", o.width)
+	}
+	cfg := tiny.Config{Act: tiny.Act(o.act), NC: o.nc, Names: o.names, Seed: o.seed}
+	if o.depth != 1 || o.width != 1 {
+		spec, err := tiny.YOLOv7TinyScaled(o.depth, o.width)
+		if err != nil {
+			return "", err
+		}
+		if _, err := tiny.SpecByName(spec.Name); err != nil {
+			return "", fmt.Errorf("--depth %g --width %g: %w", o.depth, o.width, err)
+		}
+		cfg.Spec = &spec
+	}
+	m, err := tiny.NewRandom(cfg)
+	if err != nil {
+		return "", err
+	}
+	if err := mkdirFor(o.out); err != nil {
+		return "", err
+	}
+	if ext == ".onnx" {
+		return m.Spec.Name, tiny.WriteONNXFile(o.out, m, o.img)
+	}
+	meta := tiny.ModelMeta{
+		InputSize: o.img,
+		Provenance: tiny.Provenance{
+			Source: fmt.Sprintf("random weights (yolo7d model init --seed %d)", o.seed),
+			Tool:   "yolo7d " + version,
+		},
+	}
+	return m.Spec.Name, tiny.WriteModelFile(o.out, m, meta)
+}
 
 // checkImg checks an --img value.
 func checkImg(img int) error {

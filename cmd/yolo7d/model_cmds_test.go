@@ -3,10 +3,12 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -208,5 +210,128 @@ func TestModelCommandErrorsNameTheFile(t *testing.T) {
 				t.Errorf("yolo7d %v: exit %d, stderr %q; want exit %d, stderr with %q", tc.args, code, errOut.String(), tc.code, tc.stderr)
 			}
 		})
+	}
+}
+
+// TestModelInitScaledNative: `model init` with --depth, --width and --names
+// writes a model that tiny's readers load back with that spec, those names
+// and the input size, and the same weights as tiny.NewRandom.
+func TestModelInitScaledNative(t *testing.T) {
+	names := []string{"circle", "square", "triangle"}
+	for _, tc := range []struct {
+		name      string
+		file      string
+		args      []string
+		spec      string
+		act       tiny.Act
+		nc        int
+		names     []string // nil: none recorded
+		depth     float64
+		width     float64
+		inputSize int // the native file's input_size (0: not checked)
+	}{
+		{name: "scaled native with names", file: "m.safetensors",
+			args: []string{"--act", "relu", "--depth", "0.5", "--width", "0.5", "--names", "circle, square,triangle", "--img", "64", "--seed", "1"},
+			spec: "yolov7-tiny-d0.5-w0.5", act: tiny.ActReLU, nc: 3, names: names, depth: 0.5, width: 0.5, inputSize: 64},
+		{name: "default spec native", file: "m.safetensors",
+			args: []string{"--act", "leaky", "--nc", "2", "--img", "96", "--seed", "4"},
+			spec: "yolov7-tiny", act: tiny.ActLeaky, nc: 2, depth: 1, width: 1, inputSize: 96},
+		{name: "names agreeing with nc", file: "m.safetensors",
+			args: []string{"--nc", "3", "--names", "circle,square,triangle", "--width", "0.25", "--img", "32"},
+			spec: "yolov7-tiny-d1-w0.25", act: tiny.ActReLU, nc: 3, names: names, depth: 1, width: 0.25, inputSize: 32},
+		{name: "scaled onnx", file: "m.onnx",
+			args: []string{"--depth", "0.5", "--width", "0.25", "--names", "circle,square,triangle", "--img", "64", "--seed", "2"},
+			spec: "yolov7-tiny-d0.5-w0.25", act: tiny.ActReLU, nc: 3, depth: 0.5, width: 0.25},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "sub", tc.file)
+			var out, errOut bytes.Buffer
+			if err := cmdModelInit(append([]string{"-o", path}, tc.args...), &out, &errOut); err != nil {
+				t.Fatalf("model init %v: %v\n%s", tc.args, err, errOut.String())
+			}
+			if !strings.Contains(out.String(), "wrote "+path+" ("+tc.spec+",") {
+				t.Errorf("stdout %q", out.String())
+			}
+			var m *tiny.Model
+			if strings.HasSuffix(tc.file, ".safetensors") {
+				var meta tiny.ModelMeta
+				var err error
+				if m, meta, err = tiny.ReadModelFile(path); err != nil {
+					t.Fatal(err)
+				}
+				if meta.InputSize != tc.inputSize {
+					t.Errorf("input size %d, want %d", meta.InputSize, tc.inputSize)
+				}
+				if !slices.Equal(m.Names, tc.names) {
+					t.Errorf("names %q, want %q", m.Names, tc.names)
+				}
+			} else {
+				var err error
+				if m, err = tiny.ImportModel(path); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if m.Spec.Name != tc.spec || m.Spec.Depth != tc.depth || m.Spec.Width != tc.width || m.Act != tc.act || m.NC != tc.nc {
+				t.Errorf("model %s (depth %g, width %g), %s, %d classes; want %s (%g, %g), %s, %d",
+					m.Spec.Name, m.Spec.Depth, m.Spec.Width, m.Act, m.NC, tc.spec, tc.depth, tc.width, tc.act, tc.nc)
+			}
+			// The weights are tiny.NewRandom's for that spec and seed.
+			spec, err := tiny.SpecByName(tc.spec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			seed := uint64(1)
+			if i := slices.Index(tc.args, "--seed"); i >= 0 {
+				fmt.Sscan(tc.args[i+1], &seed)
+			}
+			want, err := tiny.NewRandom(tiny.Config{Act: tc.act, NC: tc.nc, Seed: seed, Spec: &spec})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(m.Convs) != len(want.Convs) {
+				t.Fatalf("%d convs, want %d", len(m.Convs), len(want.Convs))
+			}
+			for _, i := range []int{0, len(m.Convs) / 2, len(m.Convs) - 1} {
+				if d := maxAbsDiff(m.Convs[i].Weight, want.Convs[i].Weight); d > 1e-6 {
+					t.Errorf("conv %d weights differ from tiny.NewRandom's by %g", i, d)
+				}
+			}
+		})
+	}
+}
+
+func TestModelInitErrors(t *testing.T) {
+	dir := t.TempDir()
+	st := filepath.Join(dir, "m.safetensors")
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string // substring of the error or stderr
+	}{
+		{"no output", []string{"--nc", "3"}, "-o FILE is required"},
+		{"other extension", []string{"-o", filepath.Join(dir, "m.pt")}, "want a .safetensors (native) or .onnx file"},
+		{"empty name", []string{"-o", st, "--names", "a,,b"}, "--names: name 2 is empty"},
+		{"duplicate name", []string{"-o", st, "--names", "a,b,a"}, `"a" given twice`},
+		{"nc disagrees with names", []string{"-o", st, "--nc", "4", "--names", "a,b"}, "--nc 4 but --names gives 2 names"},
+		{"zero depth", []string{"-o", st, "--depth", "0"}, "--depth 0: want a factor in (0, 8]"},
+		{"huge width", []string{"-o", st, "--width", "9"}, "--width 9: want a factor in (0, 8]"},
+		{"bad activation", []string{"-o", st, "--act", "silu"}, `--act "silu"`},
+		{"bad size", []string{"-o", st, "--img", "100"}, "multiple of 32"},
+		{"not a number", []string{"-o", st, "--depth", "half"}, `invalid value "half" for flag -depth`},
+		{"stray argument", []string{"-o", st, "extra"}, "usage: yolo7d model init"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var out, errOut bytes.Buffer
+			err := cmdModelInit(tc.args, &out, &errOut)
+			if err == nil {
+				t.Fatal("no error")
+			}
+			if msg := err.Error() + "\n" + errOut.String(); !strings.Contains(msg, tc.want) {
+				t.Errorf("error %q, stderr %q: want %q", err, errOut.String(), tc.want)
+			}
+		})
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+		t.Errorf("files written despite the errors: %v", ents)
 	}
 }
