@@ -114,6 +114,7 @@ func fakeTune(block bool) finetune.Tuner {
 }
 
 func TestCmdFinetuneProgressAndResult(t *testing.T) {
+	t.Chdir(t.TempDir()) // the run makes its work directory next to -o
 	var out, errOut bytes.Buffer
 	err := cmdFinetune(context.Background(), []string{"--data", "d.yaml", "-m", "b.onnx"}, &out, &errOut, cliTools{tune: fakeTune(false)})
 	if err != nil {
@@ -149,6 +150,7 @@ func TestCmdFinetuneProgressAndResult(t *testing.T) {
 }
 
 func TestCmdFinetuneInterruptNamesTheCheckpoints(t *testing.T) {
+	t.Chdir(t.TempDir()) // --workdir ck is made here
 	ctx, cancel := context.WithCancel(context.Background())
 	time.AfterFunc(50*time.Millisecond, cancel)
 	var out, errOut bytes.Buffer
