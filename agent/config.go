@@ -61,4 +61,8 @@ type FinetuneSettings struct {
 	// (the cameras' detection pauses while the training runs); default share.
 	Mode string `toml:"mode"`
 	Seed uint64 `toml:"seed"` // random seed of the run (default 0)
+	// Strict makes a bad label line or image of the dataset fail the run
+	// (default false: such lines and images are skipped, and listed with
+	// file and line in the result).
+	Strict bool `toml:"strict"`
 }

@@ -38,7 +38,7 @@ const (
 const finetuneStatusEvery = time.Second
 
 // finetuneStopWait is how long shutdown waits for a cancelled run to end.
-const finetuneStopWait = 30 * time.Second
+const finetuneStopWait = 10 * time.Second // a run stops within a batch; the unit allows 30 s for the whole shutdown
 
 // finetuner is the agent's fine-tune state: at most one job at a time.
 type finetuner struct {
@@ -109,6 +109,12 @@ func (a *Agent) handleFinetune(cmd publish.Command) (any, error) {
 	if runCtx == nil {
 		return nil, errors.New("finetune: the agent is still starting; try again")
 	}
+	if ext := strings.ToLower(filepath.Ext(cfg.Detector.Model)); ext == ".pt" || ext == ".pth" {
+		// A promotion replaces the model file, and yolo7d writes no torch
+		// checkpoints: the model must be a native or ONNX file.
+		return nil, fmt.Errorf("finetune: detector.model %s is a torch checkpoint, which a promotion cannot replace; "+
+			"convert it (yolo7d import %s -o model.safetensors) and point detector.model at the result", cfg.Detector.Model, cfg.Detector.Model)
+	}
 	rc := finetuneRunConfig(cfg, cmd.ID, cmd.Finetune)
 	if _, err := os.Stat(rc.Data); err != nil {
 		return nil, fmt.Errorf("finetune: data: %w", err)
@@ -172,25 +178,14 @@ func (a *Agent) stopFinetune() {
 func finetuneRunConfig(cfg *Config, id string, args publish.FinetuneArgs) finetune.RunConfig {
 	f := cfg.Finetune
 	model := cfg.Detector.Model
-	rc := finetune.RunConfig{
-		Data:          args.Data,
-		Base:          args.Base,
-		Out:           candidateStem(model, id) + ".safetensors",
-		WorkDir:       filepath.Join(cfg.Agent.StateDir, "finetune", id),
-		Resume:        args.Resume,
-		Epochs:        f.Epochs,
-		ImgSize:       f.Img,
-		Batch:         f.Batch,
-		Freeze:        f.Freeze,
-		Aux:           f.Aux,
-		Hyp:           finetune.DefaultHyp(),
-		BN:            tiny.BNFrozen,
-		Seed:          f.Seed,
-		Threads:       f.Threads,
-		Margin:        f.Margin,
-		Replay:        f.Replay,
-		MaxReplayDrop: f.MaxReplayDrop,
-	}
+	rc := finetune.DefaultRunConfig() // the run's own defaults (hyp, warm-up, BN) unless [finetune] says otherwise
+	rc.Data, rc.Base, rc.Resume = args.Data, args.Base, args.Resume
+	rc.Out = candidateStem(model, id) + ".safetensors"
+	rc.WorkDir = filepath.Join(cfg.Agent.StateDir, "finetune", id)
+	rc.Epochs, rc.ImgSize, rc.Batch, rc.Freeze, rc.Aux = f.Epochs, f.Img, f.Batch, f.Freeze, f.Aux
+	rc.Seed, rc.Threads, rc.StrictData = f.Seed, f.Threads, f.Strict
+	rc.Margin, rc.Replay, rc.MaxReplayDrop = f.Margin, f.Replay, f.MaxReplayDrop
+	rc.BN = tiny.BNFrozen
 	if rc.Base == "" {
 		rc.Base = model
 	}
@@ -389,6 +384,9 @@ func newFinetuneResult(res *finetune.Result, out string) *FinetuneResult {
 		Candidate: res.Candidate,
 		Epochs:    res.Epochs,
 		EpochS:    res.EpochDuration.Seconds(),
+
+		DataIssues:     res.DataIssues,
+		DataIssueCount: res.DataIssueCount,
 	}
 	if r.Candidate == "" {
 		r.Candidate = out

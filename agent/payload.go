@@ -76,6 +76,10 @@ type FinetuneResult struct {
 	Candidate   string           `json:"candidate"` // the candidate file (kept when not promoted)
 	Epochs      int              `json:"epochs"`
 	EpochS      float64          `json:"epoch_s"` // mean seconds per epoch
+	// DataIssues are the skipped dataset problems ("file:line: what"; the
+	// first 20), DataIssueCount all of them.
+	DataIssues     []string `json:"data_issues,omitempty"`
+	DataIssueCount int      `json:"data_issue_count"`
 }
 
 // FinetuneMetrics are a model's scores on a split.

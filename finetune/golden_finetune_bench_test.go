@@ -2,7 +2,11 @@ package finetune
 
 import (
 	"context"
+	"fmt"
+	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -35,24 +39,41 @@ func BenchmarkGoldenFinetune(b *testing.B) {
 	if err != nil {
 		b.Skipf("golden data absent: %v", err)
 	}
-	for _, r := range []struct {
+	recipes := []struct {
 		name string
 		cfg  RunConfig
 	}{
-		{"official", RunConfig{BN: tiny.BNBatch, Warmup: -1, Aux: false}},
+		{"official", RunConfig{BN: tiny.BNBatch, Warmup: -1, Aux: false, Hyp: DefaultHyp()}},
 		{"default", DefaultRunConfig()},
-	} {
+	}
+	if v := os.Getenv("YOLO7D_FT_VARIANT"); v != "" {
+		cfg, err := parseVariant(v)
+		if err != nil {
+			b.Fatal(err)
+		}
+		recipes = append(recipes, struct {
+			name string
+			cfg  RunConfig
+		}{"variant", cfg})
+	}
+	for _, r := range recipes {
 		b.Run(r.name, func(b *testing.B) {
 			for i := 0; i < b.N; i++ {
 				cfg := r.cfg
 				cfg.Data = filepath.Join(g, "B", "data.yaml")
 				cfg.Base = filepath.Join(g, "base.pt")
 				cfg.Out = filepath.Join(b.TempDir(), "ft.safetensors")
-				cfg.Epochs, cfg.ImgSize, cfg.Batch, cfg.Seed = 30, 320, 8, 1
+				cfg.ImgSize, cfg.Batch, cfg.Seed = 320, 8, 1
+				if cfg.ReplayMix > 0 {
+					cfg.Replay = filepath.Join(g, "A", "data.yaml")
+				}
+				if cfg.Epochs == 0 {
+					cfg.Epochs = 30 // the official budget
+				}
 				start := time.Now()
 				res, err := Run(context.Background(), cfg, func(p Progress) {
 					if p.Validated {
-						b.Logf("%s epoch %d/%d: B-val mAP@0.5 %.4f (iou 0.6), %.1f s", r.name, p.Epoch, p.Epochs, p.ValMAP50, p.EpochDuration.Seconds())
+						b.Logf("%s epoch %d/%d: B-val mAP@0.5 %.4f (iou 0.6), last batch loss %.4f (box %.4f obj %.4f cls %.4f), %.1f s", r.name, p.Epoch, p.Epochs, p.ValMAP50, p.Loss.Total, p.Loss.Box, p.Loss.Obj, p.Loss.Cls, p.EpochDuration.Seconds())
 					}
 				})
 				if err != nil {
@@ -84,4 +105,58 @@ func BenchmarkGoldenFinetune(b *testing.B) {
 			}
 		})
 	}
+}
+
+// parseVariant reads a recipe for BenchmarkGoldenFinetune/variant from
+// YOLO7D_FT_VARIANT, comma-separated key=value changes to
+// DefaultRunConfig: bn=frozen|batch, aux=0|1, warmup=N, nbs=N, freeze=N,
+// lr0=X, lrf=X, bias_lr=X (warm-up bias LR), mosaic=X, epochs=N,
+// replay_mix=X (A's train split rehearsed, A/data.yaml as Replay). It is for
+// exploring defaults: make bench runs the official and default recipes.
+func parseVariant(v string) (RunConfig, error) {
+	cfg := DefaultRunConfig()
+	for _, kv := range strings.Split(v, ",") {
+		k, val, ok := strings.Cut(kv, "=")
+		if !ok {
+			return cfg, fmt.Errorf("YOLO7D_FT_VARIANT: %q is not key=value", kv)
+		}
+		f, err := strconv.ParseFloat(val, 64)
+		if err != nil && k != "bn" {
+			return cfg, fmt.Errorf("YOLO7D_FT_VARIANT: %s: %w", k, err)
+		}
+		switch k {
+		case "bn":
+			switch val {
+			case "frozen":
+				cfg.BN = tiny.BNFrozen
+			case "batch":
+				cfg.BN = tiny.BNBatch
+			default:
+				return cfg, fmt.Errorf("YOLO7D_FT_VARIANT: bn=%s: want frozen or batch", val)
+			}
+		case "aux":
+			cfg.Aux = f != 0
+		case "warmup":
+			cfg.Warmup = int(f)
+		case "nbs":
+			cfg.NominalBatch = int(f)
+		case "freeze":
+			cfg.Freeze = int(f)
+		case "lr0":
+			cfg.Hyp.LR0 = f
+		case "lrf":
+			cfg.Hyp.LRF = f
+		case "bias_lr":
+			cfg.Hyp.WarmupBiasLR = f
+		case "mosaic":
+			cfg.Hyp.Mosaic = f
+		case "epochs":
+			cfg.Epochs = int(f)
+		case "replay_mix":
+			cfg.ReplayMix = f
+		default:
+			return cfg, fmt.Errorf("YOLO7D_FT_VARIANT: unknown key %q", k)
+		}
+	}
+	return cfg, nil
 }

@@ -42,6 +42,15 @@ type RunConfig struct {
 	// MaxReplayDrop is the largest drop of replay mAP@0.5 tolerated for
 	// promotion (used when Replay is set).
 	MaxReplayDrop float64
+	// ReplayMix is the fraction, in [0, 0.9), of the training images that
+	// come from the replay dataset's train split (rehearsal: the old
+	// domain keeps its place in the weights and the BatchNorm
+	// statistics); 0: none. It needs Replay.
+	ReplayMix float64
+	// StrictData makes any bad label line or image of the dataset fatal
+	// (the error lists them with file and line); otherwise they are
+	// skipped and listed in Result.DataIssues.
+	StrictData bool
 }
 
 // DefaultRunConfig returns the settings a fine-tune uses unless told
@@ -98,7 +107,14 @@ type Result struct {
 	Reason        string        `json:"reason"`  // why it passed or not
 	Epochs        int           `json:"epochs"`
 	EpochDuration time.Duration `json:"epoch_ns"` // mean wall time per epoch
+	// DataIssues are the dataset problems that were skipped ("file:line:
+	// what"), at most MaxReportedIssues of them; DataIssueCount counts all.
+	DataIssues     []string `json:"data_issues,omitempty"`
+	DataIssueCount int      `json:"data_issue_count"`
 }
+
+// MaxReportedIssues bounds Result.DataIssues.
+const MaxReportedIssues = 20
 
 // Tuner is the signature of Run, for callers (the agent) that take the
 // job as a dependency so tests can substitute it.

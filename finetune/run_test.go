@@ -3,6 +3,7 @@ package finetune
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -162,6 +163,7 @@ func TestRunRejectsBadInput(t *testing.T) {
 		{"absurd epochs", func(c *RunConfig) { c.Epochs = 1000000 }, "epochs"},
 		{"bad size", func(c *RunConfig) { c.ImgSize = 100 }, "multiple of 32"},
 		{"resume without checkpoint", func(c *RunConfig) { c.Resume = true }, "no checkpoint"},
+		{"output format", func(c *RunConfig) { c.Out = filepath.Join(dir, "out.pt") }, "want a .safetensors (native) or .onnx"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			cfg := good
@@ -174,5 +176,97 @@ func TestRunRejectsBadInput(t *testing.T) {
 				t.Errorf("a failed run wrote %s", cfg.Out)
 			}
 		})
+	}
+}
+
+// TestRunReportsBadLabels: bad label lines are skipped and reported with
+// file and line (or fatal with StrictData, nothing written); an .onnx
+// output is an ONNX export of the candidate with the training input size.
+func TestRunReportsBadLabels(t *testing.T) {
+	cfg := runFixture(t)
+	cfg.Epochs = 1
+	labels, err := filepath.Glob(filepath.Join(filepath.Dir(cfg.Data), "labels", "train", "*.txt"))
+	if err != nil || len(labels) == 0 {
+		t.Fatalf("no label files: %v", err)
+	}
+	bad := labels[0]
+	text, err := os.ReadFile(bad)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := strings.Count(string(text), "\n")
+	if err := os.WriteFile(bad, append(text, "7 0.5 0.5 0.1 0.1\n0 0.5 0.5\n"...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	wantAt := []string{fmt.Sprintf("%s:%d:", bad, n+1), fmt.Sprintf("%s:%d:", bad, n+2)}
+
+	strict := cfg
+	strict.StrictData = true
+	if _, err := Run(context.Background(), strict, nil); err == nil || !strings.Contains(err.Error(), wantAt[0]) {
+		t.Fatalf("strict run: error %v, want one naming %s", err, wantAt[0])
+	}
+	if _, err := os.Stat(strict.Out); !os.IsNotExist(err) {
+		t.Fatalf("a strict run that failed wrote %s", strict.Out)
+	}
+
+	cfg.Out = strings.TrimSuffix(cfg.Out, ".safetensors") + ".onnx"
+	res, err := Run(context.Background(), cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.DataIssueCount != 2 || len(res.DataIssues) != 2 ||
+		!strings.HasPrefix(res.DataIssues[0], wantAt[0]) || !strings.HasPrefix(res.DataIssues[1], wantAt[1]) {
+		t.Errorf("data issues %d %q, want two at %v", res.DataIssueCount, res.DataIssues, wantAt)
+	}
+	om, err := tiny.ReadONNXFile(cfg.Out)
+	if err != nil {
+		t.Fatalf("the .onnx candidate: %v", err)
+	}
+	if got := onnxInputSize(om); got != 96 {
+		t.Errorf("the .onnx candidate has input size %d, want 96", got)
+	}
+}
+
+// TestMixReplay: the mixed training set keeps every new image and adds
+// old ones to about the requested fraction, the same ones for the same
+// seed (a resumed run trains on the same set), capped by what old has.
+func TestMixReplay(t *testing.T) {
+	mk := func(prefix string, n int) *Dataset {
+		d := &Dataset{Split: "train"}
+		for i := range n {
+			d.Samples = append(d.Samples, Sample{ImagePath: fmt.Sprintf("%s/%03d.jpg", prefix, i)})
+		}
+		return d
+	}
+	train, old := mk("new", 160), mk("old", 400)
+	for _, c := range []struct {
+		mix     float64
+		wantOld int
+	}{{0.2, 40}, {1.0 / 3, 80}, {0.5, 160}, {0.8, 400}} {
+		a := mixReplay(train, old, c.mix, 7)
+		b := mixReplay(train, old, c.mix, 7)
+		if len(a.Samples) != 160+c.wantOld {
+			t.Errorf("mix %.2f: %d images, want %d", c.mix, len(a.Samples), 160+c.wantOld)
+		}
+		if !slices.EqualFunc(a.Samples[:160], train.Samples, func(x, y Sample) bool { return x.ImagePath == y.ImagePath }) {
+			t.Errorf("mix %.2f: the new images are not all kept, in order", c.mix)
+		}
+		seen := map[string]bool{}
+		for i, s := range a.Samples[160:] {
+			if !strings.HasPrefix(s.ImagePath, "old/") || seen[s.ImagePath] {
+				t.Fatalf("mix %.2f: added image %d is %s (old and distinct expected)", c.mix, i, s.ImagePath)
+			}
+			seen[s.ImagePath] = true
+		}
+		if !slices.EqualFunc(a.Samples, b.Samples, func(x, y Sample) bool { return x.ImagePath == y.ImagePath }) {
+			t.Errorf("mix %.2f: two draws with one seed differ", c.mix)
+		}
+	}
+	if len(train.Samples) != 160 {
+		t.Error("mixReplay changed its input")
+	}
+	c := mixReplay(train, old, 0.2, 8)
+	if slices.EqualFunc(c.Samples, mixReplay(train, old, 0.2, 7).Samples, func(x, y Sample) bool { return x.ImagePath == y.ImagePath }) {
+		t.Error("seeds 7 and 8 draw the same replay images")
 	}
 }

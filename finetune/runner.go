@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -47,6 +49,9 @@ func checkRunConfig(cfg *RunConfig) error {
 	if cfg.Data == "" || cfg.Base == "" || cfg.Out == "" {
 		return errors.New("data, base and out are required")
 	}
+	if _, err := outFormat(cfg.Out); err != nil {
+		return err
+	}
 	if cfg.Epochs == 0 {
 		cfg.Epochs = DefaultEpochs
 	}
@@ -69,6 +74,10 @@ func checkRunConfig(cfg *RunConfig) error {
 		return fmt.Errorf("freeze %d is negative", cfg.Freeze)
 	case math.IsNaN(cfg.Margin) || math.IsNaN(cfg.MaxReplayDrop):
 		return errors.New("margin and max replay drop must be numbers")
+	case !(cfg.ReplayMix >= 0 && cfg.ReplayMix < 0.9):
+		return fmt.Errorf("replay mix %g: want a fraction in [0, 0.9)", cfg.ReplayMix)
+	case cfg.ReplayMix > 0 && cfg.Replay == "":
+		return fmt.Errorf("replay mix %g needs a replay dataset", cfg.ReplayMix)
 	}
 	return nil
 }
@@ -114,10 +123,30 @@ func loadBase(path string) (*baseModel, error) {
 			return nil, fmt.Errorf("base model: %w", err)
 		}
 		size = meta.InputSize
-	} else if dm, err = tiny.ImportModel(path); err != nil {
-		return nil, fmt.Errorf("base model: %w", err)
+	} else {
+		om, err := tiny.ReadONNXFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("base model: %w", err)
+		}
+		if dm, err = tiny.ModelFromONNX(om); err != nil {
+			return nil, fmt.Errorf("base model %s: %w", path, err)
+		}
+		size = onnxInputSize(om)
 	}
 	return &baseModel{train: tiny.UnfoldDeploy(dm), deploy: dm, size: size}, nil
+}
+
+// onnxInputSize is the side of an ONNX model's fixed square input
+// (1x3xSxS), or 0 when the input is dynamic or not square.
+func onnxInputSize(om *tiny.ONNXModel) int {
+	if len(om.Inputs) != 1 || len(om.Inputs[0].Dims) != 4 {
+		return 0
+	}
+	d := om.Inputs[0].Dims
+	if d[2] != d[3] || d[2] < 32 || d[2] > 1280 || d[2]%32 != 0 {
+		return 0
+	}
+	return int(d[2])
 }
 
 // warmupFor sizes the warm-up to the run: the official 3 epochs, but at
@@ -151,14 +180,17 @@ func run(ctx context.Context, cfg RunConfig, progress func(Progress)) (*Result, 
 	if data.NC != base.deploy.NC {
 		return nil, fmt.Errorf("%s has %d classes but the base model %s has %d", cfg.Data, data.NC, cfg.Base, base.deploy.NC)
 	}
-	train, err := OpenSplit(data, "train", SplitOptions{})
+	splitOpts := SplitOptions{Strict: cfg.StrictData, VerifyImages: true}
+	train, err := OpenSplit(data, "train", splitOpts)
 	if err != nil {
 		return nil, err
 	}
-	val, err := OpenSplit(data, "val", SplitOptions{})
+	val, err := OpenSplit(data, "val", splitOpts)
 	if err != nil {
 		return nil, err
 	}
+	var issues []Issue
+	issues = append(append(issues, train.Issues...), val.Issues...)
 	if len(train.Samples) == 0 || len(val.Samples) == 0 {
 		return nil, fmt.Errorf("%s: %d train and %d val images; both splits need images", cfg.Data, len(train.Samples), len(val.Samples))
 	}
@@ -173,6 +205,13 @@ func run(ctx context.Context, cfg RunConfig, progress func(Progress)) (*Result, 
 		}
 		if replay, err = OpenSplit(rc, "val", SplitOptions{}); err != nil {
 			return nil, fmt.Errorf("replay: %w", err)
+		}
+		if cfg.ReplayMix > 0 {
+			old, err := OpenSplit(rc, "train", SplitOptions{})
+			if err != nil {
+				return nil, fmt.Errorf("replay: %w", err)
+			}
+			train = mixReplay(train, old, cfg.ReplayMix, cfg.Seed)
 		}
 	}
 	names := base.deploy.Names
@@ -206,6 +245,11 @@ func run(ctx context.Context, cfg RunConfig, progress func(Progress)) (*Result, 
 	}
 	ck := checkpointPath(cfg)
 	start := 0
+	if !cfg.Resume {
+		if err := calibrateAux(ctx, tr, train, cfg, size, batch); err != nil {
+			return nil, err
+		}
+	}
 	if cfg.Resume {
 		if start, err = tr.loadCheckpoint(ck, cfg); err != nil {
 			return nil, fmt.Errorf("resume: %w", err)
@@ -237,7 +281,15 @@ func run(ctx context.Context, cfg RunConfig, progress func(Progress)) (*Result, 
 		progress(p)
 		p.Validated = false
 	}
-	return finish(ctx, cfg, tr, base, dev, val, replay, size, epochTimes, progress)
+	res, err := finish(ctx, cfg, tr, base, dev, val, replay, size, epochTimes, p, progress)
+	if err != nil {
+		return nil, err
+	}
+	res.DataIssueCount = len(issues)
+	for _, is := range issues[:min(len(issues), MaxReportedIssues)] {
+		res.DataIssues = append(res.DataIssues, is.String())
+	}
+	return res, nil
 }
 
 // trainEpoch runs one epoch's batches.
@@ -293,9 +345,11 @@ func (t *Trainer) candidate() (*tiny.Model, error) {
 }
 
 // finish folds, checks, evaluates, gates and writes the candidate.
+// last is the final epoch's validated progress report (zero after a
+// resume that had no epoch left to train).
 func finish(ctx context.Context, cfg RunConfig, tr *Trainer, base *baseModel, dev *tiny.CPU, val, replay *Dataset,
-	size int, epochTimes []time.Duration, progress func(Progress)) (*Result, error) {
-	progress(Progress{State: StateEvaluating, Epoch: cfg.Epochs, Epochs: cfg.Epochs})
+	size int, epochTimes []time.Duration, last Progress, progress func(Progress)) (*Result, error) {
+	progress(Progress{State: StateEvaluating, Epoch: cfg.Epochs, Epochs: cfg.Epochs, ValMAP50: last.ValMAP50, ValMAP50_95: last.ValMAP50_95})
 	em, err := tr.EMAModel()
 	if err != nil {
 		return nil, err
@@ -343,7 +397,7 @@ func finish(ctx context.Context, cfg RunConfig, tr *Trainer, base *baseModel, de
 	if sum, err := tiny.FileSHA256(cfg.Base); err == nil {
 		meta.Provenance.SourceSHA256 = sum
 	}
-	if err := tiny.WriteModelFile(cfg.Out, cand, meta); err != nil {
+	if err := writeCandidate(cfg.Out, cand, meta); err != nil {
 		return nil, err
 	}
 	progress(Progress{State: StateDone, Epoch: cfg.Epochs, Epochs: cfg.Epochs, ValMAP50: res.Tuned.MAP50,
@@ -421,4 +475,76 @@ func checkpointPath(cfg RunConfig) string {
 		return filepath.Join(dir, "."+base+".ckpt")
 	}
 	return filepath.Join(dir, "last.ckpt")
+}
+
+// outFormat tells how the candidate is written, by the extension of out:
+// ".safetensors" the native model file, ".onnx" the deploy ONNX export.
+func outFormat(out string) (string, error) {
+	switch ext := strings.ToLower(filepath.Ext(out)); ext {
+	case ".safetensors", ".onnx":
+		return ext, nil
+	default:
+		return "", fmt.Errorf("out %s: want a .safetensors (native) or .onnx file name", out)
+	}
+}
+
+// writeCandidate writes the candidate atomically in the format out's
+// extension names (the native file keeps meta; the ONNX export has the
+// input size fixed to meta.InputSize).
+func writeCandidate(out string, m *tiny.Model, meta tiny.ModelMeta) error {
+	format, err := outFormat(out)
+	if err != nil {
+		return err
+	}
+	if format == ".onnx" {
+		return tiny.WriteONNXFile(out, m, meta.InputSize)
+	}
+	return tiny.WriteModelFile(out, m, meta)
+}
+
+// calibrateAuxBatches is how many batches estimate the fresh aux head's
+// BatchNorm statistics.
+const calibrateAuxBatches = 8
+
+// calibrateAux estimates the aux head's BatchNorm statistics on
+// un-augmented training images (see Trainer.CalibrateAuxBN).
+func calibrateAux(ctx context.Context, tr *Trainer, train *Dataset, cfg RunConfig, size, batch int) error {
+	if !cfg.Aux || cfg.BN != tiny.BNFrozen {
+		return nil
+	}
+	l, err := NewLoader(train, LoaderOptions{ImgSize: size, BatchSize: batch, Shuffle: true, DropLast: true, Seed: cfg.Seed})
+	if err != nil {
+		return err
+	}
+	it := l.Epoch(ctx, 0)
+	defer it.Close()
+	var batches [][]float32
+	for len(batches) < calibrateAuxBatches {
+		b, err := it.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("calibrate the aux head: %w", err)
+		}
+		batches = append(batches, append([]float32(nil), b.Images...))
+		l.Release(b)
+	}
+	return tr.CalibrateAuxBN(batches)
+}
+
+// mixReplay returns train with images of old added so that they make
+// about the fraction mix of the result: a fixed subset, drawn from seed,
+// so a resumed run trains on the same images.
+func mixReplay(train, old *Dataset, mix float64, seed uint64) *Dataset {
+	n := int(math.Round(mix / (1 - mix) * float64(len(train.Samples))))
+	n = min(max(n, 1), len(old.Samples))
+	pick := rand.New(rand.NewPCG(seed, 0x7265706c6179)).Perm(len(old.Samples))[:n] // "replay"
+	slices.Sort(pick)
+	out := *train
+	out.Samples = slices.Clone(train.Samples)
+	for _, i := range pick {
+		out.Samples = append(out.Samples, old.Samples[i])
+	}
+	return &out
 }

@@ -29,8 +29,10 @@ type TrainConfig struct {
 	NominalBatch   int
 	LabelSmoothing float64 // ε of the class targets
 	FixedWH        bool    // corrected non-square OTA cost
-	// Freeze keeps the parameters of layers 0..Freeze-1 unchanged (the
-	// official --freeze); 0 trains everything.
+	// Freeze keeps the parameters and the BatchNorm statistics of layers
+	// 0..Freeze-1 unchanged (the official --freeze keeps only the
+	// parameters: its BatchNorms still update their statistics in train
+	// mode); 0 trains everything.
 	Freeze int
 	// ZeroGrad discards every gradient before the optimiser step: a
 	// control for tests that must fail without learning.
@@ -64,7 +66,8 @@ func NewTrainer(tm *tiny.TrainModel, dev tiny.TrainDevice, cfg TrainConfig) (*Tr
 	if cfg.Epochs <= 0 || cfg.BatchesPerEpoch <= 0 {
 		return nil, fmt.Errorf("trainer: %d epochs of %d batches", cfg.Epochs, cfg.BatchesPerEpoch)
 	}
-	plan, err := tiny.NewTrainPlan(tm, dev, tiny.TrainOptions{Batch: cfg.Batch, Height: cfg.Size, Width: cfg.Size, BN: cfg.BN, Aux: cfg.Aux})
+	plan, err := tiny.NewTrainPlan(tm, dev, tiny.TrainOptions{Batch: cfg.Batch, Height: cfg.Size, Width: cfg.Size, BN: cfg.BN, Aux: cfg.Aux,
+		FrozenLayers: cfg.Freeze})
 	if err != nil {
 		return nil, fmt.Errorf("trainer: %w", err)
 	}
@@ -188,4 +191,66 @@ func (t *Trainer) EMAModel() (*tiny.TrainModel, error) {
 		copy(st[i].Data, t.ema.Shadow[i].Data)
 	}
 	return m, nil
+}
+
+// CalibrateAuxBN sets the running statistics of the aux head's
+// BatchNorms to the mean and variance of their inputs over the batches
+// (each Batch x 3 x Size x Size, as Input) and restarts the EMA from the
+// result. The aux head of a fine-tune is freshly initialised; with frozen
+// BatchNorm its identity statistics would leave its outputs at whatever
+// scale the backbone's features have, and its loss, a quarter of the
+// total, would push large gradients into the backbone. The lead head and
+// the backbone are not changed. Without the aux head, or with BatchNorm
+// on batch statistics (which normalise the aux head by themselves), it
+// does nothing.
+func (t *Trainer) CalibrateAuxBN(batches [][]float32) error {
+	if !t.cfg.Aux || t.cfg.BN != tiny.BNFrozen || len(batches) == 0 {
+		return nil
+	}
+	levels := len(t.model.AuxConvs)
+	sum, sq := make([][]float64, levels), make([][]float64, levels)
+	count := make([]float64, levels)
+	for k := range levels {
+		sum[k] = make([]float64, t.model.AuxConvs[k].Out)
+		sq[k] = make([]float64, t.model.AuxConvs[k].Out)
+	}
+	for i, b := range batches {
+		if len(b) != len(t.plan.Input()) {
+			return fmt.Errorf("calibrate aux BatchNorm: batch %d has %d values, want %d", i, len(b), len(t.plan.Input()))
+		}
+		copy(t.plan.Input(), b)
+		if _, err := t.plan.Forward(); err != nil {
+			return fmt.Errorf("calibrate aux BatchNorm: %w", err)
+		}
+		for k := range levels {
+			x, err := t.plan.AuxPreBN(k)
+			if err != nil {
+				return fmt.Errorf("calibrate aux BatchNorm: %w", err)
+			}
+			plane := x.H * x.W
+			for n := 0; n < x.N; n++ {
+				img := x.Image(n)
+				for c := 0; c < x.C; c++ {
+					var s, s2 float64
+					for _, v := range img[c*plane : (c+1)*plane] {
+						s += float64(v)
+						s2 += float64(v) * float64(v)
+					}
+					sum[k][c] += s
+					sq[k][c] += s2
+				}
+			}
+			count[k] += float64(x.N * plane)
+		}
+	}
+	for k := range levels {
+		bn := &t.model.AuxConvs[k].BN
+		for c := range bn.Mean {
+			m := sum[k][c] / count[k]
+			bn.Mean[c] = float32(m)
+			bn.Var[c] = float32(max(sq[k][c]/count[k]-m*m, 0))
+		}
+	}
+	t.ema = NewEMA(t.model.State(), 0)
+	return nil
 }

@@ -140,32 +140,6 @@ type CommandResultPayload struct {
 	Result  any    `json:"result,omitempty"`
 }
 
-// Fine-tune states of FinetuneStatusPayload.State.
-const (
-	FinetuneQueued     = "queued"
-	FinetuneRunning    = "running"
-	FinetuneEvaluating = "evaluating"
-	FinetunePromoted   = "promoted"
-	FinetuneRejected   = "rejected"
-	FinetuneFailed     = "failed"
-	FinetuneCancelled  = "cancelled"
-)
-
-// FinetuneStatusPayload is published, retained, on Topics.FinetuneStatus as
-// a fine-tune progresses.
-type FinetuneStatusPayload struct {
-	Header
-	ID       string  `json:"id"`
-	State    string  `json:"state"` // one of the Finetune* states
-	Epoch    int     `json:"epoch"`
-	Epochs   int     `json:"epochs"`
-	Loss     float64 `json:"loss"`
-	MAP50    float64 `json:"map50"`
-	MAP50_95 float64 `json:"map50_95"`
-	Result   string  `json:"result,omitempty"` // e.g. the promoted model's sha256, or why it was rejected
-	Error    string  `json:"error,omitempty"`
-}
-
 // SnapshotMetaPayload is published, retained, on Topics.SnapshotMeta right
 // after each JPEG on Topics.Snapshot. Snapshots are the one payload that is
 // not JSON (raw JPEG bytes, which carry no header), so this companion message

@@ -426,11 +426,6 @@ func (p *Publisher) PublishSnapshot(camera string, frame uint64, jpeg []byte) er
 	})
 }
 
-// PublishFinetuneStatus publishes a fine-tune's progress, retained, at QoS 1.
-func (p *Publisher) PublishFinetuneStatus(s *FinetuneStatusPayload) error {
-	return p.PublishJSON(p.topics.FinetuneStatus(), 1, true, s)
-}
-
 // PublishCommandResult publishes a command's outcome at QoS 1.
 func (p *Publisher) PublishCommandResult(r *CommandResultPayload) error {
 	return p.PublishJSON(p.topics.CommandResult(), 1, false, r)

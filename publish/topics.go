@@ -52,7 +52,7 @@ func (t Topics) Commands() string { return t.prefix + "/cmd/+" }
 // Commands filter, so the publisher ignores what arrives on it.
 func (t Topics) CommandResult() string { return t.Command(resultName) }
 
-// FinetuneStatus is "<p>/finetune/status", retained (FinetuneStatusPayload).
+// FinetuneStatus is "<p>/finetune/status", retained (the agent's FinetuneStatusPayload).
 func (t Topics) FinetuneStatus() string { return t.prefix + "/finetune/status" }
 
 // commandName returns the last level of a topic under "<p>/cmd/", or false

@@ -1,6 +1,7 @@
 package tiny
 
 import (
+	"errors"
 	"fmt"
 )
 
@@ -33,6 +34,11 @@ type TrainOptions struct {
 	// Aux computes the aux head (and its backward); without it
 	// TrainOutputs.Aux is nil and Params leaves the aux tensors out.
 	Aux bool
+	// FrozenLayers keeps the BatchNorms of layers 0..FrozenLayers-1 on
+	// their running statistics (BNFrozen, not updated) whatever BN says:
+	// the layers a fine-tune freezes keep their statistics as well as
+	// their weights.
+	FrozenLayers int
 }
 
 // TrainPlan is a TrainModel prepared for training steps of one batch and
@@ -446,7 +452,11 @@ func (p *TrainPlan) newBlock(b *planBuilder, c *TrainConv, name string, x, dx, y
 	if len(c.Weight) != c.WeightLen() {
 		return blk, fmt.Errorf("%s: %d weights, want %d", name, len(c.Weight), c.WeightLen())
 	}
-	if m := y.N * y.H * y.W; p.o.BN == BNBatch && m < 2 {
+	mode := p.o.BN
+	if c.Layer < p.o.FrozenLayers {
+		mode = BNFrozen
+	}
+	if m := y.N * y.H * y.W; mode == BNBatch && m < 2 {
 		// as PyTorch: the unbiased running variance needs two values
 		return blk, fmt.Errorf("%s: batch statistics over %d value per channel (batch %d, %dx%d output)", name, m, y.N, y.H, y.W)
 	}
@@ -463,7 +473,7 @@ func (p *TrainPlan) newBlock(b *planBuilder, c *TrainConv, name string, x, dx, y
 		be, dbe := get(prefix + ".bias")
 		rm, _ := get(prefix + ".running_mean")
 		rv, _ := get(prefix + ".running_var")
-		a := BNArgs{Weight: g, Bias: be, RunMean: rm, RunVar: rv, Eps: bn.Eps, Momentum: BNMomentum, Mode: p.o.BN,
+		a := BNArgs{Weight: g, Bias: be, RunMean: rm, RunVar: rv, Eps: bn.Eps, Momentum: BNMomentum, Mode: mode,
 			SaveMean: b.alloc(len(g), prefix+" saved mean"), SaveInvStd: b.alloc(len(g), prefix+" saved invstd"), Act: act}
 		return a, dg, dbe
 	}
@@ -707,4 +717,20 @@ func (p *TrainPlan) leadForward(h *leadHead) error {
 		}
 	}
 	return nil
+}
+
+// AuxPreBN returns the aux head's level-k conv output before its
+// BatchNorm, as computed by the last Forward (Batch x C x H x W, host
+// memory). It fails without the aux head, before a Forward, or on a device
+// that keeps its tensors in its own memory.
+func (p *TrainPlan) AuxPreBN(k int) (NCHW, error) {
+	switch {
+	case k < 0 || k >= len(p.auxHeads):
+		return NCHW{}, fmt.Errorf("tiny: aux level %d: the plan has %d aux levels", k, len(p.auxHeads))
+	case !p.forwarded:
+		return NCHW{}, errors.New("tiny: aux pre-BatchNorm output: no Forward yet")
+	case !p.shared:
+		return NCHW{}, errors.New("tiny: aux pre-BatchNorm output: the device keeps it in its own memory")
+	}
+	return p.auxBlocks[p.auxHeads[k].block].pre, nil
 }

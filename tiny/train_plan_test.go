@@ -5,6 +5,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -938,6 +939,62 @@ func TestTrainPlanBNModes(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestTrainPlanFrozenLayers: in BNBatch mode the BatchNorms of the layers
+// below FrozenLayers keep their running statistics and normalise with
+// them (the output of such a layer equals the BNFrozen plan's), the others
+// move.
+func TestTrainPlanFrozenLayers(t *testing.T) {
+	dev := tpDevice(t)
+	spec := tpSmallSpec(t)
+	const frozen = 10
+	tm := tpModel(t, spec, ActLeaky, 3, 4)
+	before := tm.Clone()
+	p := tpPlan(t, tm, dev, TrainOptions{Batch: 2, Height: 64, Width: 64, BN: BNBatch, Aux: true, FrozenLayers: frozen})
+	tpFill(p.Input(), 8, 0, 1)
+	if _, err := p.Forward(); err != nil {
+		t.Fatal(err)
+	}
+	var kept, moved int
+	for i := range tm.Convs {
+		c, b := &tm.Convs[i], &before.Convs[i]
+		same := slices.Equal(c.BN.Mean, b.BN.Mean) && slices.Equal(c.BN.Var, b.BN.Var)
+		switch {
+		case c.Layer < frozen && !same:
+			t.Errorf("layer %d (%s): running statistics moved below FrozenLayers %d", c.Layer, c.Name, frozen)
+		case c.Layer >= frozen && same:
+			t.Errorf("layer %d (%s): running statistics did not move in BNBatch mode", c.Layer, c.Name)
+		case same:
+			kept++
+		default:
+			moved++
+		}
+	}
+	if kept == 0 || moved == 0 {
+		t.Fatalf("%d layers kept and %d moved their statistics; want some of each", kept, moved)
+	}
+	// The frozen layers' outputs are those of an all-frozen plan.
+	ref := tpPlan(t, before.Clone(), dev, TrainOptions{Batch: 2, Height: 64, Width: 64, BN: BNFrozen, Aux: true})
+	copy(ref.Input(), p.Input())
+	if _, err := ref.Forward(); err != nil {
+		t.Fatal(err)
+	}
+	compared := 0
+	for l := 0; l < frozen; l++ {
+		a, b := p.outs[l], ref.outs[l]
+		if a.Data != nil {
+			compared++
+		}
+		for n := 0; a.Data != nil && n < a.N; n++ {
+			if !slices.Equal(a.Image(n), b.Image(n)) {
+				t.Errorf("layer %d image %d: output differs from the BNFrozen plan's", l, n)
+			}
+		}
+	}
+	if compared == 0 {
+		t.Fatal("no layer output compared")
 	}
 }
 

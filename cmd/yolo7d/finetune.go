@@ -21,7 +21,7 @@ import (
 
 const finetuneUsage = `usage: yolo7d finetune --data DATA.yaml -m BASE [-o OUT] [--epochs N] [--img N] [--batch N]
                         [--freeze N] [--aux|--no-aux] [--margin X] [--resume] [--workdir DIR]
-                        [--threads N] [--seed N]
+                        [--threads N] [--seed N] [--strict] [--bn frozen|batch] [--lr0 X] [--nbs N]
 `
 
 // evalFunc is the signature of finetune.EvalDataset.
@@ -61,10 +61,10 @@ func parseFinetuneFlags(args []string, stderr io.Writer) (finetune.RunConfig, er
 	fs := flag.NewFlagSet("finetune", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, finetuneUsage); fs.PrintDefaults() }
-	var rc finetune.RunConfig
+	rc := finetune.DefaultRunConfig()
 	fs.StringVar(&rc.Data, "data", "", "the dataset's `data.yaml` (YOLO txt layout)")
 	fs.StringVar(&rc.Base, "m", "", "the `model` to start from (.safetensors, .onnx or .pt)")
-	fs.StringVar(&rc.Out, "o", "", "the fine-tuned deploy model `file` (default: BASE with -finetuned before the extension)")
+	fs.StringVar(&rc.Out, "o", "", "the fine-tuned deploy model `file`, .safetensors or .onnx (default: BASE-finetuned.onnx for an .onnx BASE, else BASE-finetuned.safetensors)")
 	fs.IntVar(&rc.Epochs, "epochs", finetune.DefaultEpochs, "training epochs, 1..1000")
 	fs.IntVar(&rc.ImgSize, "img", 0, "input side, a multiple of 32 in 32..1280 (default: the model's)")
 	fs.IntVar(&rc.Batch, "batch", finetune.DefaultBatch, "images per batch, 1..256")
@@ -76,6 +76,10 @@ func parseFinetuneFlags(args []string, stderr io.Writer) (finetune.RunConfig, er
 	fs.StringVar(&rc.WorkDir, "workdir", "", "checkpoint `dir` of the run (default: finetune-<OUT name> beside OUT)")
 	fs.IntVar(&rc.Threads, "threads", 0, "CPU threads (0 = all cores)")
 	fs.Uint64Var(&rc.Seed, "seed", 0, "random seed")
+	bn := fs.String("bn", "", "BatchNorm while training: frozen (running statistics) or batch (batch statistics); default: the run's default")
+	fs.Float64Var(&rc.Hyp.LR0, "lr0", rc.Hyp.LR0, "peak learning rate (after the warm-up), in (0, 1]")
+	fs.IntVar(&rc.NominalBatch, "nbs", rc.NominalBatch, "images per optimiser step (gradients accumulate over batches); 0: the official 64")
+	fs.BoolVar(&rc.StrictData, "strict", false, "fail on any bad label line or image (default: skip them and list them)")
 	if err := fs.Parse(args); err != nil {
 		return rc, flag.ErrHelp // the flag package has printed the problem
 	}
@@ -100,13 +104,33 @@ func parseFinetuneFlags(args []string, stderr io.Writer) (finetune.RunConfig, er
 		return rc, usageError(stderr, finetuneUsage, "finetune: --margin %g: want -1..1", rc.Margin)
 	case rc.Threads < 0:
 		return rc, usageError(stderr, finetuneUsage, "finetune: --threads %d: want 0 (all cores) or more", rc.Threads)
+	case *bn != "" && *bn != "frozen" && *bn != "batch":
+		return rc, usageError(stderr, finetuneUsage, "finetune: --bn %q: want frozen or batch", *bn)
+	case !(rc.Hyp.LR0 > 0 && rc.Hyp.LR0 <= 1):
+		return rc, usageError(stderr, finetuneUsage, "finetune: --lr0 %g: want (0, 1]", rc.Hyp.LR0)
+	case rc.NominalBatch < 0 || rc.NominalBatch > 4096:
+		return rc, usageError(stderr, finetuneUsage, "finetune: --nbs %d: want 0..4096", rc.NominalBatch)
 	case set["aux"] && set["no-aux"]:
 		return rc, usageError(stderr, finetuneUsage, "finetune: --aux and --no-aux contradict each other")
 	}
 	rc.Aux = *aux && !*noAux
+	switch *bn {
+	case "frozen":
+		rc.BN = tiny.BNFrozen
+	case "batch":
+		rc.BN = tiny.BNBatch
+	}
 	if rc.Out == "" {
+		// The candidate keeps the base's format where yolo7d can write
+		// it (.onnx stays ONNX); everything else becomes a native model.
 		ext := filepath.Ext(rc.Base)
-		rc.Out = strings.TrimSuffix(rc.Base, ext) + "-finetuned" + ext
+		out := ".safetensors"
+		if strings.EqualFold(ext, ".onnx") {
+			out = ext
+		}
+		rc.Out = strings.TrimSuffix(rc.Base, ext) + "-finetuned" + out
+	} else if e := strings.ToLower(filepath.Ext(rc.Out)); e != ".safetensors" && e != ".onnx" {
+		return rc, usageError(stderr, finetuneUsage, "finetune: -o %s: want a .safetensors (native) or .onnx file name", rc.Out)
 	}
 	if filepath.Clean(rc.Out) == filepath.Clean(rc.Base) {
 		return rc, usageError(stderr, finetuneUsage, "finetune: -o %s would overwrite the base model", rc.Out)
@@ -115,8 +139,6 @@ func parseFinetuneFlags(args []string, stderr io.Writer) (finetune.RunConfig, er
 		name := filepath.Base(rc.Out)
 		rc.WorkDir = filepath.Join(filepath.Dir(rc.Out), "finetune-"+strings.TrimSuffix(name, filepath.Ext(name)))
 	}
-	rc.Hyp = finetune.DefaultHyp()
-	rc.BN = tiny.BNFrozen
 	return rc, nil
 }
 
@@ -149,6 +171,15 @@ func cmdFinetune(ctx context.Context, args []string, stdout, stderr io.Writer, t
 	if res == nil {
 		return errors.New("finetune: the trainer returned no result")
 	}
+	if res.DataIssueCount > 0 {
+		fmt.Fprintf(stderr, "finetune: %d dataset problems were skipped (--strict makes them fatal):\n", res.DataIssueCount)
+		for _, is := range res.DataIssues {
+			fmt.Fprintf(stderr, "  %s\n", is)
+		}
+		if more := res.DataIssueCount - len(res.DataIssues); more > 0 {
+			fmt.Fprintf(stderr, "  ... and %d more\n", more)
+		}
+	}
 	enc := json.NewEncoder(stdout)
 	enc.SetIndent("", "  ")
 	var names []string
@@ -170,6 +201,10 @@ type finetuneReport struct {
 	Reason      string       `json:"reason"`
 	Epochs      int          `json:"epochs"`
 	EpochS      float64      `json:"epoch_s"`
+	// DataIssues are the skipped dataset problems (the first 20),
+	// DataIssueCount all of them.
+	DataIssues     []string `json:"data_issues,omitempty"`
+	DataIssueCount int      `json:"data_issue_count"`
 }
 
 // metricsJSON are a model's scores on a split, as printed.
@@ -196,7 +231,8 @@ func newMetricsJSON(m finetune.Metrics, names []string) metricsJSON {
 
 func newFinetuneReport(res *finetune.Result, names []string) finetuneReport {
 	r := finetuneReport{Candidate: res.Candidate, Base: newMetricsJSON(res.Base, names), Tuned: newMetricsJSON(res.Tuned, names),
-		Promote: res.Promote, Reason: res.Reason, Epochs: res.Epochs, EpochS: res.EpochDuration.Seconds()}
+		Promote: res.Promote, Reason: res.Reason, Epochs: res.Epochs, EpochS: res.EpochDuration.Seconds(),
+		DataIssues: res.DataIssues, DataIssueCount: res.DataIssueCount}
 	if res.ReplayBase != nil {
 		m := newMetricsJSON(*res.ReplayBase, nil)
 		r.ReplayBase = &m
@@ -233,6 +269,18 @@ type progressPrinter struct {
 func (p *progressPrinter) update(pr finetune.Progress) {
 	changed := pr.State != p.state
 	p.state = pr.State
+	if pr.Validated {
+		// Each epoch ends with a line of its own, with the val mAP; on a
+		// terminal it replaces the running line and stays.
+		line := fmt.Sprintf("%s %s", time.Since(p.start).Round(time.Second), progressLine(pr))
+		if p.tty {
+			fmt.Fprintf(p.w, "\r%s%s\n", line, strings.Repeat(" ", max(p.lineLen-len(line), 0)))
+			p.lineLen = 0
+			return
+		}
+		fmt.Fprintln(p.w, line)
+		return
+	}
 	if p.tty {
 		if !changed && time.Since(p.last) < 100*time.Millisecond {
 			return
@@ -244,11 +292,7 @@ func (p *progressPrinter) update(pr finetune.Progress) {
 		fmt.Fprintf(p.w, "\r%s%s", line, strings.Repeat(" ", pad))
 		return
 	}
-	epochEnd := pr.State == finetune.StateTraining && pr.Batches > 0 && pr.Batch == pr.Batches && pr.Epoch != p.epoch
-	if epochEnd {
-		p.epoch = pr.Epoch
-	}
-	if epochEnd || changed && pr.State != finetune.StateTraining {
+	if changed && pr.State != finetune.StateTraining {
 		fmt.Fprintf(p.w, "%s %s\n", time.Since(p.start).Round(time.Second), progressLine(pr))
 	}
 }
@@ -266,6 +310,9 @@ func progressLine(pr finetune.Progress) string {
 	case finetune.StateTraining:
 		s := fmt.Sprintf("epoch %d/%d batch %d/%d loss %.4f (box %.4f obj %.4f cls %.4f)",
 			pr.Epoch, pr.Epochs, pr.Batch, pr.Batches, pr.Loss.Total, pr.Loss.Box, pr.Loss.Obj, pr.Loss.Cls)
+		if pr.Validated {
+			s += fmt.Sprintf(" val mAP@0.5 %.4f mAP@0.5:0.95 %.4f", pr.ValMAP50, pr.ValMAP50_95)
+		}
 		if pr.ETA > 0 {
 			s += " eta " + pr.ETA.Round(time.Second).String()
 		}

@@ -37,6 +37,10 @@ func TestFinetuneAndEvalFlags(t *testing.T) {
 		{"finetune aux and no-aux", []string{"finetune", "--data", "d.yaml", "-m", "m.onnx", "--aux", "--no-aux"}, "contradict"},
 		{"finetune unknown flag", []string{"finetune", "--data", "d.yaml", "-m", "m.onnx", "--lr", "0.1"}, "flag provided but not defined: -lr"},
 		{"finetune extra argument", []string{"finetune", "--data", "d.yaml", "-m", "m.onnx", "x"}, `unexpected argument "x"`},
+		{"finetune bad bn", []string{"finetune", "--data", "d.yaml", "-m", "m.onnx", "--bn", "sync"}, `--bn "sync": want frozen or batch`},
+		{"finetune bad lr0", []string{"finetune", "--data", "d.yaml", "-m", "m.onnx", "--lr0", "0"}, "--lr0 0: want (0, 1]"},
+		{"finetune bad nbs", []string{"finetune", "--data", "d.yaml", "-m", "m.onnx", "--nbs", "-1"}, "--nbs -1"},
+		{"finetune bad output", []string{"finetune", "--data", "d.yaml", "-m", "m.onnx", "-o", "m.pt"}, "-o m.pt: want a .safetensors (native) or .onnx"},
 		{"finetune over its base", []string{"finetune", "--data", "d.yaml", "-m", "m.onnx", "-o", "./m.onnx"}, "overwrite the base"},
 		{"eval without flags", []string{"eval"}, "-m MODEL is required"},
 		{"eval without data", []string{"eval", "-m", "m.onnx"}, "--data DATA.yaml is required"},
@@ -68,8 +72,19 @@ func TestParseFinetuneFlags(t *testing.T) {
 			return rc.Data == "d.yaml" && rc.Base == "dir/base.safetensors" && rc.Out == "dir/base-finetuned.safetensors" &&
 				rc.WorkDir == filepath.Join("dir", "finetune-base-finetuned") && rc.Epochs == finetune.DefaultEpochs &&
 				rc.Batch == finetune.DefaultBatch && rc.Aux && !rc.Resume && rc.ImgSize == 0 && rc.Threads == 0 && rc.Margin == 0.005 &&
-				rc.BN == tiny.BNFrozen && rc.Hyp == finetune.DefaultHyp()
+				rc.BN == finetune.DefaultRunConfig().BN && rc.Hyp == finetune.DefaultRunConfig().Hyp && !rc.StrictData &&
+				rc.NominalBatch == finetune.DefaultRunConfig().NominalBatch
 		}},
+		{"a .pt base becomes a native model", []string{"--data", "d.yaml", "-m", "yolov7-tiny.pt"}, func(rc finetune.RunConfig) bool {
+			return rc.Out == "yolov7-tiny-finetuned.safetensors"
+		}},
+		{"an .onnx base stays ONNX", []string{"--data", "d.yaml", "-m", "b.onnx"}, func(rc finetune.RunConfig) bool {
+			return rc.Out == "b-finetuned.onnx"
+		}},
+		{"training settings", []string{"--data", "d.yaml", "-m", "b.onnx", "--bn", "batch", "--lr0", "0.01", "--nbs", "16", "--strict"},
+			func(rc finetune.RunConfig) bool {
+				return rc.BN == tiny.BNBatch && rc.Hyp.LR0 == 0.01 && rc.NominalBatch == 16 && rc.StrictData
+			}},
 		{"everything", []string{"--data", "d.yaml", "-m", "b.onnx", "-o", "o/t.onnx", "--epochs", "5", "--img", "320", "--batch", "4",
 			"--freeze", "50", "--no-aux", "--resume", "--workdir", "w", "--threads", "3", "--seed", "42", "--margin", "0"},
 			func(rc finetune.RunConfig) bool {
@@ -98,10 +113,14 @@ func fakeTune(block bool) finetune.Tuner {
 	return func(ctx context.Context, rc finetune.RunConfig, progress func(finetune.Progress)) (*finetune.Result, error) {
 		progress(finetune.Progress{State: finetune.StateLoading})
 		for e := 1; e <= 2; e++ {
+			p := finetune.Progress{State: finetune.StateTraining, Epoch: e, Epochs: 2, Batches: 3,
+				Loss: finetune.LossItems{Box: 0.1, Obj: 0.2, Cls: 0.3, Total: 0.6}, ETA: time.Second}
 			for b := 1; b <= 3; b++ {
-				progress(finetune.Progress{State: finetune.StateTraining, Epoch: e, Epochs: 2, Batch: b, Batches: 3,
-					Loss: finetune.LossItems{Box: 0.1, Obj: 0.2, Cls: 0.3, Total: 0.6}, ETA: time.Second})
+				p.Batch = b
+				progress(p)
 			}
+			p.Validated, p.ValMAP50, p.ValMAP50_95 = true, 0.25*float64(e), 0.1*float64(e)
+			progress(p)
 		}
 		if block {
 			<-ctx.Done()
@@ -134,17 +153,19 @@ func TestCmdFinetuneProgressAndResult(t *testing.T) {
 	// Not a terminal: one line per epoch and per state change, no \r.
 	log := errOut.String()
 	if strings.Contains(log, "\r") || strings.Count(log, "\n") != 4 ||
-		!strings.Contains(log, "epoch 1/2 batch 3/3 loss 0.6000") || !strings.Contains(log, "epoch 2/2 batch 3/3") ||
+		!strings.Contains(log, "epoch 1/2 batch 3/3 loss 0.6000 (box 0.1000 obj 0.2000 cls 0.3000) val mAP@0.5 0.2500 mAP@0.5:0.95 0.1000") ||
+		!strings.Contains(log, "epoch 2/2 batch 3/3") ||
 		!strings.Contains(log, "val mAP@0.5 0.5000") {
 		t.Errorf("progress log:\n%s", log)
 	}
 
-	// A terminal: one line rewritten with \r.
+	// A terminal: one line rewritten with \r, kept at the end of each
+	// epoch (two epochs, then the final line).
 	var tty bytes.Buffer
 	p := &progressPrinter{w: &tty, tty: true, start: time.Now()}
 	fakeTune(false)(context.Background(), finetune.RunConfig{}, p.update)
 	p.finish()
-	if !strings.Contains(tty.String(), "\r") || strings.Count(tty.String(), "\n") != 1 {
+	if !strings.Contains(tty.String(), "\r") || strings.Count(tty.String(), "\n") != 3 || !strings.Contains(tty.String(), "val mAP@0.5 0.5000 mAP@0.5:0.95 0.2000") {
 		t.Errorf("terminal progress %q", tty.String())
 	}
 }

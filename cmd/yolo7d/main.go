@@ -4,7 +4,7 @@
 //	yolo7d install [--config FILE] [...]    install the systemd service
 //	yolo7d uninstall | start | stop | restart | status
 //	yolo7d config check FILE                validate a configuration, print the effective one
-//	yolo7d model init -o FILE [...]         write a seeded random YOLOv7-tiny ONNX model
+//	yolo7d model init -o FILE [...]         write a seeded random (scaled) YOLOv7-tiny, native or ONNX
 //	yolo7d import SRC -o MODEL              convert an official .pt or ONNX export
 //	yolo7d export MODEL -o OUT.onnx         write a model as deploy ONNX
 //	yolo7d forward -m MODEL --input X.npy   raw head outputs as .npy
@@ -55,6 +55,7 @@ usage:
   yolo7d detect -m MODEL [--conf X] [--iou X] [--annotate DIR] IMAGE...
   yolo7d finetune --data DATA.yaml -m BASE [-o OUT] [--epochs N] [--img N] [--batch N] [--freeze N]
                   [--aux|--no-aux] [--margin X] [--resume] [--workdir DIR] [--threads N] [--seed N]
+                  [--strict] [--bn frozen|batch] [--lr0 X] [--nbs N]
                                              fine-tune BASE; progress on stderr, result JSON on stdout
   yolo7d eval -m MODEL --data DATA.yaml [--split val] [--img N] [--threads N] [--json]
                                              P, R, mAP@0.5, mAP@0.5:0.95 and a per-class table
