@@ -41,6 +41,8 @@ func (a *Agent) handleCommand(ctx context.Context, cmd publish.Command) (any, er
 		return a.handleFinetune(cmd)
 	case publish.CmdRollback:
 		return a.rollback(ctx)
+	case publish.CmdCapture:
+		return a.handleCapture(ctx, cmd)
 	default:
 		return nil, fmt.Errorf("unknown command %q", cmd.Name)
 	}

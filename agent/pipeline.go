@@ -24,6 +24,7 @@ type pipeline struct {
 	cancel  context.CancelFunc
 	done    chan struct{}
 	snapReq chan chan snapshotResult
+	capture atomic.Pointer[captureJob] // the running capture command, if any
 
 	detectStart atomic.Int64 // unix nanos of the Detect call in flight, 0 when idle
 	detected    atomic.Uint64
@@ -95,6 +96,11 @@ func (p *pipeline) detectLoop(ctx context.Context) {
 	if p.cfg.MaxFPS > 0 {
 		minGap = time.Duration(float64(time.Second) / p.cfg.MaxFPS)
 	}
+	defer func() {
+		if job := p.capture.Swap(nil); job != nil {
+			job.cancel(errors.New("the camera stopped before the capture finished"))
+		}
+	}()
 	var last time.Time
 	for {
 		// Rate limit before taking a frame, so the frame taken is the newest.
@@ -138,6 +144,10 @@ func (p *pipeline) process(ctx context.Context, f capture.Frame) {
 
 	if err := p.a.pub.PublishDetections(detectionsPayload(p.a.deviceID, p.cfg.Name, f, res, info)); err != nil {
 		p.log.Warn("publish detections", "err", err)
+	}
+
+	if job := p.capture.Load(); job != nil && job.offer(f.Mat, f.Seq, res) {
+		p.capture.CompareAndSwap(job, nil)
 	}
 
 	var reply chan snapshotResult

@@ -8,6 +8,7 @@ import (
 	"io"
 	"path/filepath"
 	"strings"
+	"time"
 	"unicode/utf8"
 )
 
@@ -17,6 +18,7 @@ const (
 	CmdSnapshot = "snapshot" // publish a snapshot of one camera
 	CmdFinetune = "finetune" // fine-tune the model on a dataset
 	CmdRollback = "rollback" // go back to the previous model
+	CmdCapture  = "capture"  // save camera frames into a dataset folder
 )
 
 // MaxCommandSize is the largest command payload accepted.
@@ -41,6 +43,28 @@ type Command struct {
 	Camera string
 	// Finetune holds the arguments of a finetune command.
 	Finetune FinetuneArgs
+	// Capture holds the arguments of a capture command (its camera is
+	// Camera).
+	Capture CaptureArgs
+}
+
+// Limits of the capture command's fields.
+const (
+	MaxCaptureCount    = 10000
+	MaxCaptureInterval = time.Hour
+)
+
+// CaptureArgs are the arguments of a capture command: save Count frames of
+// the camera, one every Interval, into the dataset folder Dir (inside the
+// data directory, checked lexically as FinetuneArgs' paths) as
+// images/<Split>/*.jpg, with the running model's detections as YOLO labels
+// in labels/<Split>/*.txt when Labels is set (pre-labels to correct).
+type CaptureArgs struct {
+	Dir      string
+	Split    string // "train" or "val"
+	Count    int    // 1..MaxCaptureCount
+	Interval time.Duration
+	Labels   bool
 }
 
 // FinetuneArgs are the arguments of a finetune command.
@@ -90,6 +114,15 @@ type (
 	snapshotCmd struct {
 		ID     *string `json:"id"`
 		Camera *string `json:"camera"`
+	}
+	captureCmd struct {
+		ID       *string `json:"id"`
+		Camera   *string `json:"camera"`
+		Dataset  *string `json:"dataset"`
+		Split    *string `json:"split"`
+		Count    *int    `json:"count"`
+		Interval *string `json:"interval"`
+		Labels   *bool   `json:"labels"`
 	}
 	finetuneCmd struct {
 		ID     *string `json:"id"`
@@ -161,14 +194,61 @@ func ParseCommand(name string, payload []byte, dataDir string) (Command, error) 
 		if err = checkID(w.ID); err == nil {
 			cmd.Finetune, err = w.validate(dataDir)
 		}
+	case CmdCapture:
+		var w captureCmd
+		if err := decodeStrict(payload, &w); err != nil {
+			return cmd, err
+		}
+		if err = checkID(w.ID); err == nil {
+			cmd.Camera, cmd.Capture, err = w.validate(dataDir)
+		}
 	default:
-		return cmd, &CommandError{Reason: fmt.Sprintf("unknown command %q (want %s, %s, %s or %s)",
-			name, CmdReload, CmdSnapshot, CmdFinetune, CmdRollback)}
+		return cmd, &CommandError{Reason: fmt.Sprintf("unknown command %q (want %s, %s, %s, %s or %s)",
+			name, CmdReload, CmdSnapshot, CmdFinetune, CmdRollback, CmdCapture)}
 	}
 	if err != nil {
 		return cmd, err
 	}
 	return cmd, nil
+}
+
+func (w *captureCmd) validate(dataDir string) (string, CaptureArgs, error) {
+	a := CaptureArgs{Split: "train", Count: 10, Interval: time.Second, Labels: true}
+	switch {
+	case w.Camera == nil:
+		return "", a, fieldErr("camera", "required")
+	case !ValidName(*w.Camera):
+		return "", a, fieldErr("camera", "must be 1 to 64 characters of [A-Za-z0-9._-]")
+	case w.Dataset == nil:
+		return "", a, fieldErr("dataset", "required: a folder inside the data directory")
+	}
+	var err error
+	if a.Dir, err = insideDir("dataset", *w.Dataset, dataDir); err != nil {
+		return "", a, err
+	}
+	if w.Split != nil {
+		if *w.Split != "train" && *w.Split != "val" {
+			return "", a, fieldErr("split", "%q: want train or val", *w.Split)
+		}
+		a.Split = *w.Split
+	}
+	if w.Count != nil {
+		if *w.Count < 1 || *w.Count > MaxCaptureCount {
+			return "", a, fieldErr("count", "%d out of range 1..%d", *w.Count, MaxCaptureCount)
+		}
+		a.Count = *w.Count
+	}
+	if w.Interval != nil {
+		d, err := time.ParseDuration(*w.Interval)
+		if err != nil || d < 0 || d > MaxCaptureInterval {
+			return "", a, fieldErr("interval", "%q: want a duration such as \"2s\" in 0s..1h", *w.Interval)
+		}
+		a.Interval = d
+	}
+	if w.Labels != nil {
+		a.Labels = *w.Labels
+	}
+	return *w.Camera, a, nil
 }
 
 func (w *finetuneCmd) validate(dataDir string) (FinetuneArgs, error) {

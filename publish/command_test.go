@@ -34,6 +34,10 @@ func TestParseCommandAcceptsValidCommands(t *testing.T) {
 			Finetune: FinetuneArgs{Data: filepath.Join(dataDir, "d.yaml"), Freeze: -1}}},
 		{"finetune", `{"id":"f3","data":"a/../b/data.yaml"}`, Command{Name: "finetune", ID: "f3",
 			Finetune: FinetuneArgs{Data: filepath.Join(dataDir, "b/data.yaml"), Freeze: -1}}},
+		{"capture", `{"id":"k1","camera":"yard","dataset":"sets/yard"}`, Command{Name: "capture", ID: "k1", Camera: "yard",
+			Capture: CaptureArgs{Dir: filepath.Join(dataDir, "sets/yard"), Split: "train", Count: 10, Interval: time.Second, Labels: true}}},
+		{"capture", `{"id":"k2","camera":"yard","dataset":"y","split":"val","count":3,"interval":"250ms","labels":false}`,
+			Command{Name: "capture", ID: "k2", Camera: "yard", Capture: CaptureArgs{Dir: filepath.Join(dataDir, "y"), Split: "val", Count: 3, Interval: 250 * time.Millisecond}}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name+" "+tc.payload, func(t *testing.T) {
@@ -56,6 +60,17 @@ func TestParseCommandRefusesBadCommandsNamingTheField(t *testing.T) {
 		reason        string // a part of the reason
 		id            string // the id that must still be read for the reply
 	}{
+		{"capture", `{"id":"k","dataset":"d"}`, "camera", "required", "k"},
+		{"capture", `{"id":"k","camera":"a/b","dataset":"d"}`, "camera", "1 to 64", "k"},
+		{"capture", `{"id":"k","camera":"c"}`, "dataset", "required", "k"},
+		{"capture", `{"id":"k","camera":"c","dataset":"../etc"}`, "dataset", "escapes", "k"},
+		{"capture", `{"id":"k","camera":"c","dataset":"/etc"}`, "dataset", "absolute", "k"},
+		{"capture", `{"id":"k","camera":"c","dataset":"d","split":"test"}`, "split", "train or val", "k"},
+		{"capture", `{"id":"k","camera":"c","dataset":"d","count":0}`, "count", "out of range", "k"},
+		{"capture", `{"id":"k","camera":"c","dataset":"d","count":100000}`, "count", "out of range", "k"},
+		{"capture", `{"id":"k","camera":"c","dataset":"d","interval":"forever"}`, "interval", "duration", "k"},
+		{"capture", `{"id":"k","camera":"c","dataset":"d","interval":"2h"}`, "interval", "0s..1h", "k"},
+		{"capture", `{"id":"k","camera":"c","dataset":"d","labels":1}`, "labels", "", "k"},
 		{"reload", `[]`, "", "JSON object", ""},
 		{"reload", `"x"`, "", "JSON object", ""},
 		{"reload", ``, "", "invalid JSON", ""},
@@ -141,8 +156,9 @@ func TestParseCommandRefusesFinetuneWithoutDataDir(t *testing.T) {
 func FuzzParseCommand(f *testing.F) {
 	for _, s := range []string{`{"id":"a"}`, `{"id":"a","camera":"c"}`,
 		`{"id":"f","data":"d.yaml","base":"m.pt","epochs":10,"img":640,"batch":8,"freeze":3,"aux":true,"resume":false}`,
-		`{"id":"a","id":"b"}`, `{"id":"a"} x`, `[1,2]`, `{"data":"../../etc/x.yaml","id":"z"}`} {
-		for _, name := range []string{CmdReload, CmdSnapshot, CmdFinetune, CmdRollback, "x"} {
+		`{"id":"a","id":"b"}`, `{"id":"a"} x`, `[1,2]`, `{"data":"../../etc/x.yaml","id":"z"}`,
+		`{"id":"k","camera":"c","dataset":"d","split":"val","count":5,"interval":"1s","labels":true}`} {
+		for _, name := range []string{CmdReload, CmdSnapshot, CmdFinetune, CmdRollback, CmdCapture, "x"} {
 			f.Add(name, []byte(s))
 		}
 	}

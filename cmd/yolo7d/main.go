@@ -12,6 +12,7 @@
 //	yolo7d detect -m MODEL IMAGE...         detect objects in images, print JSON
 //	yolo7d finetune --data D.yaml -m BASE   fine-tune a model on a dataset
 //	yolo7d eval -m MODEL --data D.yaml      P, R, mAP of a model on a dataset split
+//	yolo7d capture URI -o DIR               camera frames into a dataset folder, to label
 //	yolo7d synth dataset|video ...          synthetic training data and demo video
 //	yolo7d version
 package main
@@ -59,6 +60,8 @@ usage:
                                              fine-tune BASE; progress on stderr, result JSON on stdout
   yolo7d eval -m MODEL --data DATA.yaml [--split val] [--img N] [--threads N] [--json]
                                              P, R, mAP@0.5, mAP@0.5:0.95 and a per-class table
+  yolo7d capture URI -o DIR [--count N] [--interval D] [--split train|val] [-m MODEL]
+                                             save camera frames into a dataset folder (pre-labelled by MODEL)
   yolo7d synth dataset DIR [--train N] [--val N] [--img N] [--seed N] [--jpeg]
                                              synthetic shapes dataset (YOLO layout + data.yaml)
   yolo7d synth video OUT.mp4 [--width N] [--height N] [--fps X] [--seconds X] [--seed N]
@@ -102,13 +105,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdBench(rest, stdout, stderr)
 	case "synth":
 		err = cmdSynth(rest, stdout, stderr)
-	case "finetune", "eval":
+	case "finetune", "eval", "capture":
 		// Ctrl-C (or SIGTERM) cancels the run cleanly through its context.
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-		if cmd == "finetune" {
+		switch cmd {
+		case "finetune":
 			err = cmdFinetune(ctx, rest, stdout, stderr, defaultTools())
-		} else {
+		case "eval":
 			err = cmdEval(ctx, rest, stdout, stderr, defaultTools())
+		default:
+			err = cmdCapture(ctx, rest, stdout, stderr)
 		}
 		stop()
 	case "version", "--version", "-v":
