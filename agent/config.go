@@ -55,8 +55,12 @@ type FinetuneSettings struct {
 	// MaxReplayDrop is the largest drop of replay mAP@0.5 tolerated for
 	// promotion, 0..1 (default 0.02).
 	MaxReplayDrop float64 `toml:"max_replay_drop"`
-	BN            string  `toml:"bn"`      // BatchNorm while training: frozen | batch (default frozen)
-	Threads       int     `toml:"threads"` // CPU threads of the training (default: all cores but one, at least 1)
+	// ReplayMix is the fraction, in [0, 0.9), of the training images drawn
+	// from the replay dataset's train split (rehearsal against forgetting;
+	// default 0: none). It needs Replay.
+	ReplayMix float64 `toml:"replay_mix"`
+	BN        string  `toml:"bn"`      // BatchNorm while training: frozen | batch (default frozen)
+	Threads   int     `toml:"threads"` // CPU threads of the training (default: all cores but one, at least 1)
 	// Mode is share (detection keeps running beside the training) or pause
 	// (the cameras' detection pauses while the training runs); default share.
 	Mode string `toml:"mode"`

@@ -184,7 +184,7 @@ func finetuneRunConfig(cfg *Config, id string, args publish.FinetuneArgs) finetu
 	rc.WorkDir = filepath.Join(cfg.Agent.StateDir, "finetune", id)
 	rc.Epochs, rc.ImgSize, rc.Batch, rc.Freeze, rc.Aux = f.Epochs, f.Img, f.Batch, f.Freeze, f.Aux
 	rc.Seed, rc.Threads, rc.StrictData = f.Seed, f.Threads, f.Strict
-	rc.Margin, rc.Replay, rc.MaxReplayDrop = f.Margin, f.Replay, f.MaxReplayDrop
+	rc.Margin, rc.Replay, rc.MaxReplayDrop, rc.ReplayMix = f.Margin, f.Replay, f.MaxReplayDrop, f.ReplayMix
 	rc.BN = tiny.BNFrozen
 	if rc.Base == "" {
 		rc.Base = model

@@ -795,6 +795,11 @@ func (d *loader) finishFinetune(f *FinetuneSettings) {
 	} else if !(f.MaxReplayDrop >= 0 && f.MaxReplayDrop <= 1) {
 		d.errorf(p+"max_replay_drop", "%g is not in 0..1", f.MaxReplayDrop)
 	}
+	if !(f.ReplayMix >= 0 && f.ReplayMix < 0.9) {
+		d.errorf(p+"replay_mix", "%g is not a fraction in [0, 0.9)", f.ReplayMix)
+	} else if f.ReplayMix > 0 && f.Replay == "" {
+		d.errorf(p+"replay_mix", "%g needs replay (a data.yaml of the current model's domain)", f.ReplayMix)
+	}
 	if !d.defined[p+"bn"] {
 		f.BN = DefaultFinetuneBN
 	}

@@ -22,6 +22,7 @@ import (
 const finetuneUsage = `usage: yolo7d finetune --data DATA.yaml -m BASE [-o OUT] [--epochs N] [--img N] [--batch N]
                         [--freeze N] [--aux|--no-aux] [--margin X] [--resume] [--workdir DIR]
                         [--threads N] [--seed N] [--strict] [--bn frozen|batch] [--lr0 X] [--nbs N]
+                        [--replay DATA.yaml [--replay-mix X] [--max-replay-drop X]]
 `
 
 // evalFunc is the signature of finetune.EvalDataset.
@@ -79,6 +80,9 @@ func parseFinetuneFlags(args []string, stderr io.Writer) (finetune.RunConfig, er
 	bn := fs.String("bn", "", "BatchNorm while training: frozen (running statistics) or batch (batch statistics); default: the run's default")
 	fs.Float64Var(&rc.Hyp.LR0, "lr0", rc.Hyp.LR0, "peak learning rate (after the warm-up), in (0, 1]")
 	fs.IntVar(&rc.NominalBatch, "nbs", rc.NominalBatch, "images per optimiser step (gradients accumulate over batches); 0: the official 64")
+	fs.StringVar(&rc.Replay, "replay", "", "`data.yaml` of the base model's domain: its val split is scored before and after (forgetting), see --replay-mix")
+	fs.Float64Var(&rc.ReplayMix, "replay-mix", 0, "fraction in [0, 0.9) of the training images drawn from --replay's train split (rehearsal)")
+	fs.Float64Var(&rc.MaxReplayDrop, "max-replay-drop", rc.MaxReplayDrop, "largest --replay val mAP@0.5 drop the gate accepts, 0..1")
 	fs.BoolVar(&rc.StrictData, "strict", false, "fail on any bad label line or image (default: skip them and list them)")
 	if err := fs.Parse(args); err != nil {
 		return rc, flag.ErrHelp // the flag package has printed the problem
@@ -110,6 +114,12 @@ func parseFinetuneFlags(args []string, stderr io.Writer) (finetune.RunConfig, er
 		return rc, usageError(stderr, finetuneUsage, "finetune: --lr0 %g: want (0, 1]", rc.Hyp.LR0)
 	case rc.NominalBatch < 0 || rc.NominalBatch > 4096:
 		return rc, usageError(stderr, finetuneUsage, "finetune: --nbs %d: want 0..4096", rc.NominalBatch)
+	case !(rc.ReplayMix >= 0 && rc.ReplayMix < 0.9):
+		return rc, usageError(stderr, finetuneUsage, "finetune: --replay-mix %g: want a fraction in [0, 0.9)", rc.ReplayMix)
+	case rc.ReplayMix > 0 && rc.Replay == "":
+		return rc, usageError(stderr, finetuneUsage, "finetune: --replay-mix needs --replay DATA.yaml")
+	case !(rc.MaxReplayDrop >= 0 && rc.MaxReplayDrop <= 1):
+		return rc, usageError(stderr, finetuneUsage, "finetune: --max-replay-drop %g: want 0..1", rc.MaxReplayDrop)
 	case set["aux"] && set["no-aux"]:
 		return rc, usageError(stderr, finetuneUsage, "finetune: --aux and --no-aux contradict each other")
 	}

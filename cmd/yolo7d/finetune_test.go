@@ -41,6 +41,8 @@ func TestFinetuneAndEvalFlags(t *testing.T) {
 		{"finetune bad lr0", []string{"finetune", "--data", "d.yaml", "-m", "m.onnx", "--lr0", "0"}, "--lr0 0: want (0, 1]"},
 		{"finetune bad nbs", []string{"finetune", "--data", "d.yaml", "-m", "m.onnx", "--nbs", "-1"}, "--nbs -1"},
 		{"finetune bad output", []string{"finetune", "--data", "d.yaml", "-m", "m.onnx", "-o", "m.pt"}, "-o m.pt: want a .safetensors (native) or .onnx"},
+		{"finetune bad replay mix", []string{"finetune", "--data", "d.yaml", "-m", "m.onnx", "--replay", "a.yaml", "--replay-mix", "0.95"}, "--replay-mix 0.95"},
+		{"finetune replay mix alone", []string{"finetune", "--data", "d.yaml", "-m", "m.onnx", "--replay-mix", "0.3"}, "--replay-mix needs --replay"},
 		{"finetune over its base", []string{"finetune", "--data", "d.yaml", "-m", "m.onnx", "-o", "./m.onnx"}, "overwrite the base"},
 		{"eval without flags", []string{"eval"}, "-m MODEL is required"},
 		{"eval without data", []string{"eval", "-m", "m.onnx"}, "--data DATA.yaml is required"},
@@ -84,6 +86,10 @@ func TestParseFinetuneFlags(t *testing.T) {
 		{"training settings", []string{"--data", "d.yaml", "-m", "b.onnx", "--bn", "batch", "--lr0", "0.01", "--nbs", "16", "--strict"},
 			func(rc finetune.RunConfig) bool {
 				return rc.BN == tiny.BNBatch && rc.Hyp.LR0 == 0.01 && rc.NominalBatch == 16 && rc.StrictData
+			}},
+		{"replay", []string{"--data", "d.yaml", "-m", "b.onnx", "--replay", "a/data.yaml", "--replay-mix", "0.25", "--max-replay-drop", "0.05"},
+			func(rc finetune.RunConfig) bool {
+				return rc.Replay == "a/data.yaml" && rc.ReplayMix == 0.25 && rc.MaxReplayDrop == 0.05
 			}},
 		{"everything", []string{"--data", "d.yaml", "-m", "b.onnx", "-o", "o/t.onnx", "--epochs", "5", "--img", "320", "--batch", "4",
 			"--freeze", "50", "--no-aux", "--resume", "--workdir", "w", "--threads", "3", "--seed", "42", "--margin", "0"},

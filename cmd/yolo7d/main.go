@@ -57,6 +57,7 @@ usage:
   yolo7d finetune --data DATA.yaml -m BASE [-o OUT] [--epochs N] [--img N] [--batch N] [--freeze N]
                   [--aux|--no-aux] [--margin X] [--resume] [--workdir DIR] [--threads N] [--seed N]
                   [--strict] [--bn frozen|batch] [--lr0 X] [--nbs N]
+                  [--replay DATA.yaml [--replay-mix X] [--max-replay-drop X]]
                                              fine-tune BASE; progress on stderr, result JSON on stdout
   yolo7d eval -m MODEL --data DATA.yaml [--split val] [--img N] [--threads N] [--json]
                                              P, R, mAP@0.5, mAP@0.5:0.95 and a per-class table
