@@ -643,7 +643,7 @@ func TestFinetuneRunConfig(t *testing.T) {
 	cfg.Agent.StateDir = "/var/lib/yolo7d"
 	cfg.Detector.Model = "/m/best.onnx"
 	cfg.Finetune = FinetuneSettings{Epochs: 30, Img: 0, Batch: 8, Freeze: 3, Aux: true, Margin: 0.005,
-		Replay: "/r/data.yaml", MaxReplayDrop: 0.02, BN: "batch", Threads: 3, Mode: "share", Seed: 9}
+		Replay: "/r/data.yaml", MaxReplayDrop: 0.02, ReplayMix: 0.25, BN: "batch", Threads: 3, Mode: "share", Seed: 9, Strict: true}
 	tests := []struct {
 		name  string
 		args  publish.FinetuneArgs
@@ -652,7 +652,8 @@ func TestFinetuneRunConfig(t *testing.T) {
 		{"defaults", publish.FinetuneArgs{Data: "/d/data.yaml", Freeze: -1}, func(rc finetune.RunConfig) bool {
 			return rc.Base == "/m/best.onnx" && rc.Out == "/m/best.candidate-x1.safetensors" && rc.WorkDir == "/var/lib/yolo7d/finetune/x1" &&
 				rc.Epochs == 30 && rc.ImgSize == 0 && rc.Batch == 8 && rc.Freeze == 3 && rc.Aux && rc.BN == tiny.BNBatch &&
-				rc.Threads == 3 && rc.Seed == 9 && rc.Margin == 0.005 && rc.Replay == "/r/data.yaml" && rc.MaxReplayDrop == 0.02
+				rc.Threads == 3 && rc.Seed == 9 && rc.Margin == 0.005 && rc.Replay == "/r/data.yaml" && rc.MaxReplayDrop == 0.02 &&
+				rc.ReplayMix == 0.25 && rc.StrictData && rc.Hyp == finetune.DefaultRunConfig().Hyp && rc.Warmup == 0 && rc.NominalBatch == 0
 		}},
 		{"command wins", publish.FinetuneArgs{Data: "/d/data.yaml", Base: "/s/data/b.onnx", Epochs: 2, Img: 320, Batch: 4, Freeze: 0, AuxSet: true, Resume: true},
 			func(rc finetune.RunConfig) bool {

@@ -36,6 +36,21 @@ func DefaultHyp() Hyp {
 	}
 }
 
+// FinetuneHyp returns the hyperparameters a fine-tune uses by default:
+// hyp.scratch.tiny with a peak learning rate of 0.001 instead of 0.01 and
+// no bias warm-up boost (warmup_bias_lr 0: biases ramp up from 0 like the
+// weights instead of starting at 0.1). With frozen BatchNorm statistics
+// nothing renormalises the layers: on the golden fine-tune set lr0 0.01
+// and 0.002 diverged within three epochs while 0.001 trained (see
+// BenchmarkGoldenFinetune); and the official 0.1 bias start moves every
+// bias of a trained model by a large step at once.
+func FinetuneHyp() Hyp {
+	h := DefaultHyp()
+	h.LR0 = 0.001
+	h.WarmupBiasLR = 0
+	return h
+}
+
 // Gains are the loss gains after train.py's scaling (what the loss
 // multiplies lbox, lobj and lcls by).
 type Gains struct {

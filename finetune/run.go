@@ -58,7 +58,7 @@ type RunConfig struct {
 // BenchmarkGoldenFinetune): frozen BatchNorm statistics, the
 // coarse-to-fine aux head, a warm-up sized to the run.
 func DefaultRunConfig() RunConfig {
-	return RunConfig{Epochs: DefaultEpochs, Batch: DefaultBatch, Aux: true, BN: tiny.BNFrozen, Hyp: DefaultHyp(),
+	return RunConfig{Epochs: DefaultEpochs, Batch: DefaultBatch, Aux: true, BN: tiny.BNFrozen, Hyp: FinetuneHyp(),
 		Margin: 0.005, MaxReplayDrop: 0.02}
 }
 
