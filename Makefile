@@ -21,7 +21,7 @@ BENCH_TIME ?= 1s
 # The demo: a synthetic video of shapes, and the model make run uses.
 DEMO_MODEL      := models/demo.safetensors
 DEMO_METRICS    := models/demo.metrics.json
-DEMO_EPOCHS     ?= 30
+DEMO_EPOCHS     ?= 60
 DEMO_VIDEO_ARGS := --width 1280 --height 720 --fps 15 --seconds 20 --seed 1
 RUN_MODEL       := $(BUILD)/models/demo.safetensors
 RANDOM_MODEL    := $(BUILD)/models/yolov7-tiny-relu.safetensors
@@ -127,7 +127,7 @@ $(RANDOM_MODEL): | build
 	@mkdir -p $(@D)
 	$(BIN) model init --act relu --nc 80 --img 640 --seed 1 -o $@
 
-## demo-model: train models/demo.safetensors (DEMO_EPOCHS epochs, default 30) on a
+## demo-model: train models/demo.safetensors (DEMO_EPOCHS epochs, default 60) on a
 ## synthetic shapes dataset with yolo7d's own trainer, from a half-depth,
 ## half-width yolov7-tiny; its val metrics go to models/demo.metrics.json.
 ## From scratch, so BatchNorm on batch statistics, the official lr0 0.01 and
