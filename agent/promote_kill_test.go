@@ -47,9 +47,7 @@ func TestPromoteLoopHelper(t *testing.T) {
 			fmt.Println("error:", err)
 			os.Exit(1)
 		}
-		if i == 0 {
-			fmt.Println("promoting")
-		}
+		fmt.Println("promoted", i)
 	}
 }
 
@@ -79,7 +77,7 @@ func TestPromoteSurvivesKill9(t *testing.T) {
 		t.Fatal(err)
 	}
 	seen := [2]int{}
-	for round := 0; round < 12; round++ {
+	for round := 0; round < 16; round++ {
 		cmd := exec.Command(os.Args[0], "-test.run", "^TestPromoteLoopHelper$")
 		cmd.Env = append(os.Environ(), promoteLoopEnv+"="+dir)
 		out, err := cmd.StdoutPipe()
@@ -89,13 +87,18 @@ func TestPromoteSurvivesKill9(t *testing.T) {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		line, _ := bufio.NewReader(out).ReadString('\n')
-		if !strings.HasPrefix(line, "promoting") {
-			cmd.Process.Kill()
-			cmd.Wait()
-			t.Fatalf("round %d: helper said %q", round, line)
+		// Let it complete 1 to 4 promotions, then kill it a few
+		// milliseconds later: inside some later promotion's steps.
+		r := bufio.NewReader(out)
+		for k := 0; k <= round%4; k++ {
+			line, _ := r.ReadString('\n')
+			if !strings.HasPrefix(line, "promoted") {
+				cmd.Process.Kill()
+				cmd.Wait()
+				t.Fatalf("round %d: helper said %q", round, line)
+			}
 		}
-		time.Sleep(time.Duration(round*7%23) * time.Millisecond)
+		time.Sleep(time.Duration(round*3%11) * time.Millisecond)
 		if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
@@ -111,5 +114,8 @@ func TestPromoteSurvivesKill9(t *testing.T) {
 		}
 		be.Close()
 	}
-	t.Logf("after 12 kills the model path held model a %d times and model b %d times, whole each time", seen[0], seen[1])
+	t.Logf("after 16 kills the model path held model a %d times and model b %d times, whole each time", seen[0], seen[1])
+	if seen[0] == 0 || seen[1] == 0 {
+		t.Errorf("every kill left the same model (a %d, b %d): the kills did not land in different promotions", seen[0], seen[1])
+	}
 }
