@@ -5,7 +5,6 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/yolo7d/yolo7d/finetune/synth"
 	"github.com/yolo7d/yolo7d/tiny"
 )
 
@@ -20,14 +19,7 @@ func TestCalibrateAuxBN(t *testing.T) {
 	imgs, _ := overfitSet(t, 2*batch, size, 3)
 	batches := [][]float32{slices.Concat(imgs[0], imgs[1]), slices.Concat(imgs[2], imgs[3])}
 	newTrainer := func(bn tiny.BNMode, aux bool) (*tiny.TrainModel, *Trainer) {
-		spec, err := tiny.YOLOv7TinyScaled(0.5, 0.25)
-		if err != nil {
-			t.Fatal(err)
-		}
-		tm, err := tiny.NewTrainModel(spec, tiny.ActReLU, len(synth.ClassNames()), 1)
-		if err != nil {
-			t.Fatal(err)
-		}
+		tm := smallTrainModel(t)
 		dev := tiny.NewCPU(1)
 		t.Cleanup(func() { dev.Close() })
 		tr, err := NewTrainer(tm, dev, TrainConfig{Hyp: DefaultHyp(), Batch: batch, Size: size, Epochs: 1, BatchesPerEpoch: 1, BN: bn, Aux: aux})

@@ -32,10 +32,9 @@ func overfitSet(t testing.TB, n, size int, seed uint64) ([][]float32, [][]Target
 	return imgs, tgts
 }
 
-// overfit trains a small model on the set for at most steps steps,
-// evaluating the EMA every evalEvery steps, and returns the best mAP@0.5
-// and the step it was reached at (stopping once it exceeds target).
-func overfit(t *testing.T, imgs [][]float32, tgts [][]Target, size, steps, evalEvery int, target float64, zeroGrad bool) (float64, int) {
+// smallTrainModel is a seeded width 0.25, depth 0.5 ReLU training-form
+// model with the synthetic scenes' classes.
+func smallTrainModel(t testing.TB) *tiny.TrainModel {
 	t.Helper()
 	spec, err := tiny.YOLOv7TinyScaled(0.5, 0.25)
 	if err != nil {
@@ -45,6 +44,15 @@ func overfit(t *testing.T, imgs [][]float32, tgts [][]Target, size, steps, evalE
 	if err != nil {
 		t.Fatal(err)
 	}
+	return tm
+}
+
+// overfit trains a small model on the set for at most steps steps,
+// evaluating the EMA every evalEvery steps, and returns the best mAP@0.5
+// and the step it was reached at (stopping once it exceeds target).
+func overfit(t *testing.T, imgs [][]float32, tgts [][]Target, size, steps, evalEvery int, target float64, zeroGrad bool) (float64, int) {
+	t.Helper()
+	tm := smallTrainModel(t)
 	dev := tiny.NewCPU(0)
 	defer dev.Close()
 	hyp := DefaultHyp()
