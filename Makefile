@@ -1,7 +1,7 @@
 # yolo7d — build, test and run targets. `make help` lists them.
 #
 # Two commands do everything on a fresh Debian 12 / Ubuntu 22.04+ machine:
-#   make run    build, make a demo video and model, run the agent on the embedded broker
+#   make run    install what is missing, build, make the demo video, run the agent on the embedded broker
 #   make demo-model   train the demo model (models/demo.safetensors) on synthetic shapes
 #   make test   install what is missing (apt), lint, run every test
 #
@@ -144,8 +144,9 @@ demo-model: build
 	$(BIN) eval -m $(DEMO_MODEL) --data $(BUILD)/synth/data.yaml --json > $(DEMO_METRICS).tmp
 	mv $(DEMO_METRICS).tmp $(DEMO_METRICS)
 
-## run: the agent in the foreground on the embedded broker with config.toml.
-run: demo
+## run: install what is missing (as make test does), then the agent in the foreground
+## on the embedded broker with config.toml.
+run: deps demo
 	$(BIN) run --config $(CONFIG)
 
 ## bench: every benchmark (letterbox/decode/NMS, publisher throughput, ...).
