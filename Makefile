@@ -15,6 +15,9 @@ OPENCV     ?= 4.6
 BUILD      ?= build
 BIN        := $(BUILD)/yolo7d
 CONFIG     ?= config.toml
+# TAGS are Go build tags: TAGS=tensorrt compiles infer/trt (on a machine with
+# TensorRT's headers, i.e. the Jetson).
+TAGS       ?=
 TEST_FLAGS ?= -count=1 -timeout 12m
 BENCH      ?= .
 BENCH_TIME ?= 1s
@@ -75,7 +78,7 @@ $(BUILD)/go.opencv48.mod: go.mod go.sum
 ## build: the yolo7d binary in build/.
 build: $(MODPREREQ)
 	@mkdir -p $(BUILD)
-	$(GO) build $(MODFLAGS) -trimpath -o $(BIN) ./cmd/yolo7d
+	$(GO) build $(MODFLAGS) -trimpath -tags '$(TAGS)' -o $(BIN) ./cmd/yolo7d
 
 ## lint: gofmt and go vet.
 lint:

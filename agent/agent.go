@@ -108,6 +108,7 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	info := eng.Info()
 	a.log.Info("model loaded", "path", info.Path, "backend", info.Backend, "input", info.InputSize,
 		"classes", len(info.Classes), "sha256", info.SHA256)
+	logBackend(a.log, info)
 
 	a.pub, err = publish.New(mqttCfg, publish.Options{
 		Logger:    a.log,
@@ -240,6 +241,7 @@ func (a *Agent) reload(ctx context.Context) error {
 		}
 		_ = a.engine.Swap(eng)
 		a.log.Info("reload: detector updated", "model", next.Detector.Model, "sha256", eng.Info().SHA256)
+		logBackend(a.log, eng.Info())
 	}
 	if !reflect.DeepEqual(old.MQTT, next.MQTT) || old.Agent.StateDir != next.Agent.StateDir || old.Agent.DeviceID != next.Agent.DeviceID {
 		a.log.Warn("reload: [mqtt] and [agent] device_id/state_dir changes take effect after a restart")
@@ -318,11 +320,13 @@ func (a *Agent) statsLoop(ctx context.Context) {
 func (a *Agent) stats() *publish.StatsPayload {
 	info := a.engine.Info()
 	s := &publish.StatsPayload{
-		Device:  a.deviceID,
-		UptimeS: time.Since(a.started).Seconds(),
-		Model:   info.SHA256,
-		Backend: info.Backend,
-		Cameras: make(map[string]publish.CameraStats),
+		Device:        a.deviceID,
+		UptimeS:       time.Since(a.started).Seconds(),
+		Model:         info.SHA256,
+		Backend:       info.Backend,
+		BackendNote:   info.BackendNote,
+		BackendDevice: info.Device,
+		Cameras:       make(map[string]publish.CameraStats),
 	}
 	a.mu.Lock()
 	for name, p := range a.pipes {
@@ -347,4 +351,15 @@ func shortHash(h string) string {
 		return h[:12]
 	}
 	return h
+}
+
+// logBackend logs the GPU an engine runs on and, when "auto" passed over
+// a backend (no GPU, libraries missing, TensorRT not built in), why.
+func logBackend(log *slog.Logger, info infer.ModelInfo) {
+	if info.Device != "" {
+		log.Info("inference device", "backend", info.Backend, "device", info.Device)
+	}
+	if info.BackendNote != "" {
+		log.Info("backend selection", "backend", info.Backend, "why", info.BackendNote)
+	}
 }

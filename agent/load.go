@@ -29,6 +29,7 @@ const (
 	DefaultLogLevel        = "info"
 	DefaultLogFormat       = "text"
 	DefaultBackend         = "auto"
+	DefaultPrecision       = "fp32"
 	DefaultInputSize       = 640
 	DefaultConfThreshold   = 0.25
 	DefaultIoUThreshold    = 0.45
@@ -428,6 +429,7 @@ var (
 func (d *loader) finish(c *Config) {
 	d.finishAgent(&c.Agent)
 	d.finishDetector(&c.Detector)
+	c.Detector.TRTCacheDir = filepath.Join(c.Agent.StateDir, "tensorrt")
 	d.finishMQTT(c)
 	d.finishSnapshots(&c.Snapshots)
 	d.finishFinetune(&c.Finetune)
@@ -531,6 +533,16 @@ func (d *loader) finishDetector(o *infer.Options) {
 	}
 	if o.Threads < 0 {
 		d.errorf("detector.threads", "%d is negative (0 means all cores)", o.Threads)
+	}
+	if !d.defined["detector.precision"] {
+		o.Precision = DefaultPrecision
+	}
+	d.oneOf("detector.precision", o.Precision, "fp32", "fp16")
+	if o.GPULibDir != "" {
+		o.GPULibDir = d.path(o.GPULibDir)
+	}
+	if o.GPUDevice < 0 || o.GPUDevice > 63 {
+		d.errorf("detector.gpu_device", "%d is not a CUDA device ordinal in 0..63", o.GPUDevice)
 	}
 	d.names("detector.class_names", o.ClassNames)
 	d.names("detector.classes", o.Classes)

@@ -11,6 +11,7 @@ import (
 
 	"gocv.io/x/gocv"
 
+	"github.com/yolo7d/yolo7d/infer/cudnn"
 	"github.com/yolo7d/yolo7d/tiny"
 )
 
@@ -201,24 +202,29 @@ func (p *pipeline) Close() error {
 	return nil
 }
 
-// Open loads opts.Model with the backend named by opts.Backend ("auto" and
-// "" choose "cpu"; "opencv" is OpenCV DNN; "cudnn" and "tensorrt" are not
-// in this build yet) and returns the Engine. The input size comes from the
-// model when it is fixed (it then wins over opts.InputSize); the class
-// count too.
+// Open loads opts.Model with the backend named by opts.Backend and returns
+// the Engine: "cpu" (tiny's CPU device), "opencv" (OpenCV DNN), "cudnn"
+// (tiny on the GPU through infer/cudnn), "tensorrt" (infer/trt, in builds
+// with the tensorrt tag). "auto" (and "") tries TensorRT, then cuDNN, then
+// the CPU, and says in ModelInfo.BackendNote why it passed over each. A
+// GPU backend named explicitly fails with its reason instead. The input
+// size comes from the model when it is fixed (it then wins over
+// opts.InputSize); the class count too.
 func Open(ctx context.Context, opts Options) (Engine, error) {
 	if opts.Model == "" {
 		return nil, errors.New("open detector: no model file (detector.model)")
 	}
 	backend := strings.ToLower(opts.Backend)
 	switch backend {
-	case "", "auto", "cpu":
-		backend = "cpu"
-	case "opencv":
-	case "cudnn", "tensorrt":
-		return nil, fmt.Errorf("open detector: backend %q not available in this build", opts.Backend)
+	case "":
+		backend = "auto"
+	case "auto", "cpu", "opencv", "cudnn", "tensorrt":
 	default:
 		return nil, fmt.Errorf("open detector: unknown backend %q (want auto, opencv, cpu, cudnn or tensorrt)", opts.Backend)
+	}
+	prec, err := cudnn.ParsePrecision(strings.ToLower(opts.Precision))
+	if err != nil {
+		return nil, fmt.Errorf("open detector: detector.%w", err)
 	}
 	sum, err := FileSHA256(opts.Model)
 	if err != nil {
@@ -237,8 +243,48 @@ func Open(ctx context.Context, opts Options) (Engine, error) {
 	var (
 		b             Backend
 		inputSize, nc int
+		notes         []string
+		device        string
 	)
-	if backend == "cpu" {
+	libOpts := cudnn.Options{Device: opts.GPUDevice}
+	if opts.GPULibDir != "" {
+		libOpts.Dirs = []string{opts.GPULibDir}
+	}
+	if backend == "auto" || backend == "tensorrt" {
+		tb, err := newTRTBackend(ctx, opts, prec)
+		switch {
+		case err == nil:
+			b, inputSize, nc, backend, device = tb, tb.inputSize, tb.nc, "tensorrt", tb.device
+		case backend == "tensorrt":
+			return nil, fmt.Errorf("open detector: %w", err)
+		default:
+			notes = append(notes, "tensorrt: "+err.Error())
+		}
+	}
+	if b == nil && (backend == "auto" || backend == "cudnn") {
+		gb, err := NewCUDNNBackend(opts.Model, opts.InputSize, prec, libOpts)
+		switch {
+		case err == nil:
+			b, inputSize, nc, backend, device = gb, gb.Info().InputSize, gb.Info().NumClasses, "cudnn", gb.GPU().String()
+			if len(opts.ClassNames) == 0 && len(gb.Info().Names) == nc {
+				opts.ClassNames = gb.Info().Names
+			}
+		case backend == "cudnn":
+			return nil, fmt.Errorf("open detector: %w", err)
+		case errors.Is(err, cudnn.ErrNotAvailable):
+			notes = append(notes, "cudnn: "+err.Error())
+		default:
+			// The GPU is there but the model does not run on it: that is
+			// worth a failure, not a silent CPU.
+			return nil, fmt.Errorf("open detector: %w", err)
+		}
+		if b == nil {
+			backend = "cpu"
+		}
+	}
+	switch {
+	case b != nil:
+	case backend == "cpu":
 		cb, err := NewCPUBackendSize(opts.Model, opts.Threads, opts.InputSize)
 		if err != nil {
 			return nil, fmt.Errorf("open detector: %w", err)
@@ -247,7 +293,7 @@ func Open(ctx context.Context, opts Options) (Engine, error) {
 		if len(opts.ClassNames) == 0 && len(cb.Info().Names) == nc {
 			opts.ClassNames = cb.Info().Names // the native file names its classes
 		}
-	} else {
+	default:
 		ob, err := NewOpenCVBackend(opts.Model, opts.Threads)
 		if err != nil {
 			return nil, fmt.Errorf("open detector: %w", err)
@@ -259,7 +305,10 @@ func Open(ctx context.Context, opts Options) (Engine, error) {
 		b.Close()
 		return nil, fmt.Errorf("open detector %s: %w", opts.Model, err)
 	}
-	info := ModelInfo{Path: opts.Model, SHA256: sum, Backend: backend, InputSize: inputSize, Classes: names}
+	info := ModelInfo{Path: opts.Model, SHA256: sum, Backend: backend, InputSize: inputSize, Classes: names, Device: device}
+	if len(notes) > 0 {
+		info.BackendNote = "auto chose " + backend + ": " + strings.Join(notes, "; ")
+	}
 	e, err := NewEngine(opts, b, info)
 	if err != nil {
 		b.Close()

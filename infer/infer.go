@@ -25,10 +25,15 @@ type Detection struct {
 
 // ModelInfo describes the loaded model.
 type ModelInfo struct {
-	Path      string
-	SHA256    string // hex of the model file
-	Backend   string // "opencv", "cpu", ...
-	InputSize int    // square network input, e.g. 640
+	Path    string
+	SHA256  string // hex of the model file
+	Backend string // "opencv", "cpu", "cudnn", "tensorrt"
+	// BackendNote says how "auto" chose, or why a GPU backend was not
+	// used ("" when the named backend simply ran); the agent logs it.
+	BackendNote string
+	// Device describes the GPU and its libraries for GPU backends.
+	Device    string
+	InputSize int // square network input, e.g. 640
 	Classes   []string
 }
 
@@ -71,4 +76,10 @@ type Options struct {
 	Classes       []string `toml:"classes"`        // keep only these class names; empty = all
 	ClassNames    []string `toml:"class_names"`    // names of the model's classes; empty = COCO 80 when nc=80, else "class<N>"
 	Threads       int      `toml:"threads"`        // CPU threads for the backend; 0 = all cores
+	Precision     string   `toml:"precision"`      // GPU arithmetic: fp32 | fp16 (default fp32)
+	GPULibDir     string   `toml:"gpu_lib_dir"`    // extra directory searched first for the CUDA/cuDNN libraries
+	GPUDevice     int      `toml:"gpu_device"`     // CUDA device ordinal (default 0)
+	// TRTCacheDir is where TensorRT engines are cached (the agent sets
+	// <state_dir>/trt); empty: next to the model.
+	TRTCacheDir string `toml:"-"`
 }

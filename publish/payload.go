@@ -116,6 +116,8 @@ type StatsPayload struct {
 	UptimeS       float64                `json:"uptime_s"`
 	Model         string                 `json:"model"`
 	Backend       string                 `json:"backend"`
+	BackendNote   string                 `json:"backend_note,omitempty"`   // why "auto" chose it
+	BackendDevice string                 `json:"backend_device,omitempty"` // the GPU and libraries
 	Cameras       map[string]CameraStats `json:"cameras"`
 	QueueDepth    int                    `json:"queue_depth"`
 	OutboxRecords int                    `json:"outbox_records"`

@@ -245,7 +245,13 @@ func (p *Plan) Forward(input []float32) ([][]float32, error) {
 			err = p.dev.Upsample2x(p.outs[st.layer], p.view(st.from[0]))
 		case KindConcat:
 			y := p.outs[st.layer]
+			if len(st.copyIn) > 0 {
+				err = syncDevice(p.dev) // the host copies device output
+			}
 			for _, c := range st.copyIn {
+				if err != nil {
+					break
+				}
 				x := p.view(c[0])
 				copy(y.Channels(c[1], x.C).Image(0), x.Image(0))
 			}
@@ -259,6 +265,9 @@ func (p *Plan) Forward(input []float32) ([][]float32, error) {
 		if err != nil {
 			return nil, fmt.Errorf("tiny: forward: layer %d (%v): %w", st.layer, st.kind, err)
 		}
+	}
+	if err := syncDevice(p.dev); err != nil {
+		return nil, fmt.Errorf("tiny: forward: %w", err)
 	}
 	return p.heads, nil
 }
