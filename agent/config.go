@@ -61,6 +61,10 @@ type FinetuneSettings struct {
 	ReplayMix float64 `toml:"replay_mix"`
 	BN        string  `toml:"bn"`      // BatchNorm while training: frozen | batch (default frozen)
 	Threads   int     `toml:"threads"` // CPU threads of the training (default: all cores but one, at least 1)
+	// Device runs the training steps: cpu, cudnn (the GPU through cuDNN,
+	// with [detector] gpu_lib_dir and gpu_device) or auto (cudnn where it
+	// loads, else cpu); default cpu.
+	Device string `toml:"device"`
 	// Mode is share (detection keeps running beside the training) or pause
 	// (the cameras' detection pauses while the training runs); default share.
 	Mode string `toml:"mode"`

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/yolo7d/yolo7d/finetune"
+	"github.com/yolo7d/yolo7d/infer"
 	"github.com/yolo7d/yolo7d/publish"
 	"github.com/yolo7d/yolo7d/tiny"
 )
@@ -136,7 +137,7 @@ func (a *Agent) handleFinetune(cmd publish.Command) (any, error) {
 
 	a.log.Info("finetune: started", "id", cmd.ID, "data", rc.Data, "base", rc.Base, "epochs", rc.Epochs,
 		"workdir", rc.WorkDir, "mode", cfg.Finetune.Mode)
-	go a.runFinetune(ctx, j, tuner, rc, cfg.Finetune.Mode)
+	go a.runFinetune(ctx, j, tuner, rc, cfg.Finetune.Mode, cfg.Finetune.Device, cfg.Detector)
 	return map[string]any{"id": cmd.ID, "accepted": true, "state": FinetuneStarted,
 		"workdir": rc.WorkDir, "candidate": rc.Out}, nil
 }
@@ -219,7 +220,7 @@ func candidateStem(model, id string) string {
 }
 
 // runFinetune runs one job to its end and publishes its final status.
-func (a *Agent) runFinetune(ctx context.Context, j *finetuneJob, tuner finetune.Tuner, rc finetune.RunConfig, mode string) {
+func (a *Agent) runFinetune(ctx context.Context, j *finetuneJob, tuner finetune.Tuner, rc finetune.RunConfig, mode, devName string, det infer.Options) {
 	defer close(j.done)
 	rep := &statusReporter{a: a, cur: FinetuneStatusPayload{Device: a.deviceID, ID: j.id, Epochs: rc.Epochs}}
 	rep.set(FinetuneStarted, true)
@@ -234,7 +235,15 @@ func (a *Agent) runFinetune(ctx context.Context, j *finetuneJob, tuner finetune.
 	if err != nil {
 		err = fmt.Errorf("work directory: %w", err)
 	} else {
-		res, err = callTuner(ctx, tuner, rc, rep.progress)
+		dev, closeDev, note, derr := OpenTrainDevice(devName, det)
+		if derr != nil {
+			err = derr
+		} else {
+			a.log.Info("finetune: "+note, "id", j.id)
+			rc.Device = dev
+			res, err = callTuner(ctx, tuner, rc, rep.progress)
+			closeDev()
+		}
 	}
 	resume()
 

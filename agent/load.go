@@ -52,6 +52,7 @@ const (
 	DefaultFinetuneMaxReplayDrop = 0.02
 	DefaultFinetuneBN            = "frozen"
 	DefaultFinetuneMode          = "share"
+	DefaultFinetuneDevice        = "cpu"
 )
 
 // DefaultFinetuneThreads is the default of finetune.threads: every core but
@@ -825,6 +826,10 @@ func (d *loader) finishFinetune(f *FinetuneSettings) {
 		f.Mode = DefaultFinetuneMode
 	}
 	d.oneOf(p+"mode", f.Mode, "share", "pause")
+	if !d.defined[p+"device"] {
+		f.Device = DefaultFinetuneDevice
+	}
+	d.oneOf(p+"device", f.Device, "cpu", "cudnn", "auto")
 }
 
 func (d *loader) finishCameras(c *Config) {

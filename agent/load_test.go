@@ -179,10 +179,11 @@ func TestParseDefaults(t *testing.T) {
 		},
 	}
 	want.Finetune = FinetuneSettings{Epochs: 30, Batch: 8, Aux: true, Margin: 0.005, MaxReplayDrop: 0.02,
-		BN: "frozen", Threads: DefaultFinetuneThreads(), Mode: "share"}
+		BN: "frozen", Threads: DefaultFinetuneThreads(), Mode: "share", Device: "cpu"}
 	want.Detector.Model = filepath.Join(abs, "m.onnx")
 	want.Detector.Backend, want.Detector.InputSize = "auto", 640
 	want.Detector.ConfThreshold, want.Detector.IoUThreshold, want.Detector.MaxDetections = 0.25, 0.45, 300
+	want.Detector.Precision, want.Detector.TRTCacheDir = "fp32", filepath.Join(DefaultStateDir, "tensorrt")
 	want.MQTT.Broker, want.MQTT.EmbeddedListen = "embedded", "127.0.0.1:1883"
 	want.MQTT.Prefix, want.MQTT.ClientID = "yolo7d/"+id, "yolo7d-"+id
 	want.MQTT.KeepAlive, want.MQTT.ConnectTimeout = 30*time.Second, 10*time.Second
@@ -495,7 +496,7 @@ seed = 7
 		t.Fatal(err)
 	}
 	want := FinetuneSettings{Epochs: 5, Img: 320, Batch: 4, Freeze: 10, Aux: false, Margin: 0, Replay: filepath.Join(dir, "replay.yaml"),
-		MaxReplayDrop: 0.05, BN: "batch", Threads: 2, Mode: "pause", Seed: 7}
+		MaxReplayDrop: 0.05, BN: "batch", Threads: 2, Mode: "pause", Device: "cpu", Seed: 7}
 	if cfg.Finetune != want {
 		t.Errorf("finetune = %+v\nwant %+v", cfg.Finetune, want)
 	}

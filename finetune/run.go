@@ -25,6 +25,10 @@ type RunConfig struct {
 	BN      tiny.BNMode
 	Seed    uint64
 	Threads int // CPU threads (0: all)
+	// Device, when set, runs the training steps (a GPU device of
+	// infer/cudnn); the caller owns it. Nil: the CPU with Threads.
+	// Evaluation always runs on the CPU.
+	Device tiny.TrainDevice `json:"-"`
 	// Warmup is the warm-up length in batches: 0 sizes it to the run (the
 	// official 3 epochs, but at most a tenth of the run); -1 is the
 	// official max(3 epochs, 1000 batches).

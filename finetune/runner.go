@@ -228,8 +228,12 @@ func run(ctx context.Context, cfg RunConfig, progress func(Progress)) (*Result, 
 		return nil, err
 	}
 	nb := loader.NumBatches()
-	dev := tiny.NewCPU(cfg.Threads)
-	defer dev.Close()
+	cpu := tiny.NewCPU(cfg.Threads) // evaluation, and training without cfg.Device
+	defer cpu.Close()
+	var dev tiny.TrainDevice = cpu
+	if cfg.Device != nil {
+		dev = cfg.Device
+	}
 	warmup := cfg.Warmup
 	switch {
 	case warmup == 0:
@@ -271,7 +275,7 @@ func run(ctx context.Context, cfg RunConfig, progress func(Progress)) (*Result, 
 		if err != nil {
 			return nil, err
 		}
-		met, err := evalSplit(ctx, cand, dev, val, size, DefaultEvalOptions())
+		met, err := evalSplit(ctx, cand, cpu, val, size, DefaultEvalOptions())
 		if err != nil {
 			return nil, fmt.Errorf("epoch %d: validation: %w", epoch+1, err)
 		}
@@ -281,7 +285,7 @@ func run(ctx context.Context, cfg RunConfig, progress func(Progress)) (*Result, 
 		progress(p)
 		p.Validated = false
 	}
-	res, err := finish(ctx, cfg, tr, base, dev, val, replay, size, epochTimes, p, progress)
+	res, err := finish(ctx, cfg, tr, base, cpu, val, replay, size, epochTimes, p, progress)
 	if err != nil {
 		return nil, err
 	}

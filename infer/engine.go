@@ -272,7 +272,7 @@ func Open(ctx context.Context, opts Options) (Engine, error) {
 		case backend == "cudnn":
 			return nil, fmt.Errorf("open detector: %w", err)
 		case errors.Is(err, cudnn.ErrNotAvailable):
-			notes = append(notes, "cudnn: "+err.Error())
+			notes = append(notes, "cudnn: "+strings.TrimPrefix(err.Error(), "cudnn: "))
 		default:
 			// The GPU is there but the model does not run on it: that is
 			// worth a failure, not a silent CPU.

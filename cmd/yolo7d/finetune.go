@@ -12,7 +12,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/yolo7d/yolo7d/agent"
 	"github.com/yolo7d/yolo7d/finetune"
+	"github.com/yolo7d/yolo7d/infer"
 	"github.com/yolo7d/yolo7d/tiny"
 )
 
@@ -22,6 +24,7 @@ import (
 const finetuneUsage = `usage: yolo7d finetune --data DATA.yaml -m BASE [-o OUT] [--epochs N] [--img N] [--batch N]
                         [--freeze N] [--aux|--no-aux] [--margin X] [--resume] [--workdir DIR]
                         [--threads N] [--seed N] [--strict] [--bn frozen|batch] [--lr0 X] [--nbs N]
+                        [--device cpu|cudnn|auto] [--gpu-lib-dir DIR]
                         [--replay DATA.yaml [--replay-mix X] [--max-replay-drop X]]
 `
 
@@ -59,7 +62,24 @@ func usageError(stderr io.Writer, usage, format string, args ...any) error {
 // parseFinetuneFlags turns the command line of finetune into a RunConfig.
 // Bad or missing values are a usage error (flag.ErrHelp, exit status 2).
 func parseFinetuneFlags(args []string, stderr io.Writer) (finetune.RunConfig, error) {
+	rc, _, err := parseFinetuneArgs(args, stderr)
+	return rc, err
+}
+
+// trainOn names the training device of the command line and where the
+// GPU libraries are.
+type trainOn struct {
+	device string // cpu | cudnn | auto
+	gpu    infer.Options
+}
+
+// parseFinetuneArgs is parseFinetuneFlags that also returns the training
+// device (--device, --gpu-lib-dir).
+func parseFinetuneArgs(args []string, stderr io.Writer) (finetune.RunConfig, trainOn, error) {
+	var on trainOn
 	fs := flag.NewFlagSet("finetune", flag.ContinueOnError)
+	fs.StringVar(&on.device, "device", "cpu", "where the training steps run: cpu, cudnn (NVIDIA GPU) or auto")
+	fs.StringVar(&on.gpu.GPULibDir, "gpu-lib-dir", "", "extra `dir` searched first for libcudart/libcudnn")
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, finetuneUsage); fs.PrintDefaults() }
 	rc := finetune.DefaultRunConfig()
@@ -85,43 +105,43 @@ func parseFinetuneFlags(args []string, stderr io.Writer) (finetune.RunConfig, er
 	fs.Float64Var(&rc.MaxReplayDrop, "max-replay-drop", rc.MaxReplayDrop, "largest --replay val mAP@0.5 drop the gate accepts, 0..1")
 	fs.BoolVar(&rc.StrictData, "strict", false, "fail on any bad label line or image (default: skip them and list them)")
 	if err := fs.Parse(args); err != nil {
-		return rc, flag.ErrHelp // the flag package has printed the problem
+		return rc, on, flag.ErrHelp // the flag package has printed the problem
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	switch {
 	case fs.NArg() != 0:
-		return rc, usageError(stderr, finetuneUsage, "finetune: unexpected argument %q", fs.Arg(0))
+		return rc, on, usageError(stderr, finetuneUsage, "finetune: unexpected argument %q", fs.Arg(0))
 	case rc.Data == "":
-		return rc, usageError(stderr, finetuneUsage, "finetune: --data DATA.yaml is required")
+		return rc, on, usageError(stderr, finetuneUsage, "finetune: --data DATA.yaml is required")
 	case rc.Base == "":
-		return rc, usageError(stderr, finetuneUsage, "finetune: -m BASE is required")
+		return rc, on, usageError(stderr, finetuneUsage, "finetune: -m BASE is required")
 	case rc.Epochs < 1 || rc.Epochs > 1000:
-		return rc, usageError(stderr, finetuneUsage, "finetune: --epochs %d: want 1..1000", rc.Epochs)
+		return rc, on, usageError(stderr, finetuneUsage, "finetune: --epochs %d: want 1..1000", rc.Epochs)
 	case rc.ImgSize != 0 && checkImg(rc.ImgSize) != nil:
-		return rc, usageError(stderr, finetuneUsage, "finetune: %v", checkImg(rc.ImgSize))
+		return rc, on, usageError(stderr, finetuneUsage, "finetune: %v", checkImg(rc.ImgSize))
 	case rc.Batch < 1 || rc.Batch > 256:
-		return rc, usageError(stderr, finetuneUsage, "finetune: --batch %d: want 1..256", rc.Batch)
+		return rc, on, usageError(stderr, finetuneUsage, "finetune: --batch %d: want 1..256", rc.Batch)
 	case rc.Freeze < 0 || rc.Freeze > 77:
-		return rc, usageError(stderr, finetuneUsage, "finetune: --freeze %d: want 0..77 (layers of yolov7-tiny)", rc.Freeze)
+		return rc, on, usageError(stderr, finetuneUsage, "finetune: --freeze %d: want 0..77 (layers of yolov7-tiny)", rc.Freeze)
 	case !(rc.Margin >= -1 && rc.Margin <= 1):
-		return rc, usageError(stderr, finetuneUsage, "finetune: --margin %g: want -1..1", rc.Margin)
+		return rc, on, usageError(stderr, finetuneUsage, "finetune: --margin %g: want -1..1", rc.Margin)
 	case rc.Threads < 0:
-		return rc, usageError(stderr, finetuneUsage, "finetune: --threads %d: want 0 (all cores) or more", rc.Threads)
+		return rc, on, usageError(stderr, finetuneUsage, "finetune: --threads %d: want 0 (all cores) or more", rc.Threads)
 	case *bn != "" && *bn != "frozen" && *bn != "batch":
-		return rc, usageError(stderr, finetuneUsage, "finetune: --bn %q: want frozen or batch", *bn)
+		return rc, on, usageError(stderr, finetuneUsage, "finetune: --bn %q: want frozen or batch", *bn)
 	case !(rc.Hyp.LR0 > 0 && rc.Hyp.LR0 <= 1):
-		return rc, usageError(stderr, finetuneUsage, "finetune: --lr0 %g: want (0, 1]", rc.Hyp.LR0)
+		return rc, on, usageError(stderr, finetuneUsage, "finetune: --lr0 %g: want (0, 1]", rc.Hyp.LR0)
 	case rc.NominalBatch < 0 || rc.NominalBatch > 4096:
-		return rc, usageError(stderr, finetuneUsage, "finetune: --nbs %d: want 0..4096", rc.NominalBatch)
+		return rc, on, usageError(stderr, finetuneUsage, "finetune: --nbs %d: want 0..4096", rc.NominalBatch)
 	case !(rc.ReplayMix >= 0 && rc.ReplayMix < 0.9):
-		return rc, usageError(stderr, finetuneUsage, "finetune: --replay-mix %g: want a fraction in [0, 0.9)", rc.ReplayMix)
+		return rc, on, usageError(stderr, finetuneUsage, "finetune: --replay-mix %g: want a fraction in [0, 0.9)", rc.ReplayMix)
 	case rc.ReplayMix > 0 && rc.Replay == "":
-		return rc, usageError(stderr, finetuneUsage, "finetune: --replay-mix needs --replay DATA.yaml")
+		return rc, on, usageError(stderr, finetuneUsage, "finetune: --replay-mix needs --replay DATA.yaml")
 	case !(rc.MaxReplayDrop >= 0 && rc.MaxReplayDrop <= 1):
-		return rc, usageError(stderr, finetuneUsage, "finetune: --max-replay-drop %g: want 0..1", rc.MaxReplayDrop)
+		return rc, on, usageError(stderr, finetuneUsage, "finetune: --max-replay-drop %g: want 0..1", rc.MaxReplayDrop)
 	case set["aux"] && set["no-aux"]:
-		return rc, usageError(stderr, finetuneUsage, "finetune: --aux and --no-aux contradict each other")
+		return rc, on, usageError(stderr, finetuneUsage, "finetune: --aux and --no-aux contradict each other")
 	}
 	rc.Aux = *aux && !*noAux
 	switch *bn {
@@ -140,29 +160,36 @@ func parseFinetuneFlags(args []string, stderr io.Writer) (finetune.RunConfig, er
 		}
 		rc.Out = strings.TrimSuffix(rc.Base, ext) + "-finetuned" + out
 	} else if e := strings.ToLower(filepath.Ext(rc.Out)); e != ".safetensors" && e != ".onnx" {
-		return rc, usageError(stderr, finetuneUsage, "finetune: -o %s: want a .safetensors (native) or .onnx file name", rc.Out)
+		return rc, on, usageError(stderr, finetuneUsage, "finetune: -o %s: want a .safetensors (native) or .onnx file name", rc.Out)
 	}
 	if filepath.Clean(rc.Out) == filepath.Clean(rc.Base) {
-		return rc, usageError(stderr, finetuneUsage, "finetune: -o %s would overwrite the base model", rc.Out)
+		return rc, on, usageError(stderr, finetuneUsage, "finetune: -o %s would overwrite the base model", rc.Out)
 	}
 	if rc.WorkDir == "" {
 		name := filepath.Base(rc.Out)
 		rc.WorkDir = filepath.Join(filepath.Dir(rc.Out), "finetune-"+strings.TrimSuffix(name, filepath.Ext(name)))
 	}
-	return rc, nil
+	return rc, on, nil
 }
 
 // cmdFinetune runs `yolo7d finetune`: progress on stderr, the result as
 // JSON on stdout. Cancelling ctx (Ctrl-C) stops the run cleanly; its
 // checkpoints stay in the work directory for --resume.
 func cmdFinetune(ctx context.Context, args []string, stdout, stderr io.Writer, tools cliTools) error {
-	rc, err := parseFinetuneFlags(args, stderr)
+	rc, on, err := parseFinetuneArgs(args, stderr)
 	if err != nil {
 		return err
 	}
 	if tools.tune == nil {
 		return errors.New("finetune: fine-tuning is not available in this build")
 	}
+	dev, closeDev, note, err := agent.OpenTrainDevice(on.device, on.gpu)
+	if err != nil {
+		return fmt.Errorf("finetune: %w", err)
+	}
+	defer closeDev()
+	rc.Device = dev
+	fmt.Fprintln(stderr, "finetune: "+note)
 	if err := os.MkdirAll(rc.WorkDir, 0o755); err != nil {
 		return fmt.Errorf("finetune: work directory: %w", err)
 	}

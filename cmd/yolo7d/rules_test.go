@@ -10,20 +10,22 @@ import (
 // TestPackageRules keeps the house rules of the design: tiny imports
 // nothing of this module; infer and finetune may import tiny; capture and
 // publish import neither tiny nor finetune; only agent ties the packages
-// together (and only cmd imports agent); tiny and finetune build without
-// OpenCV.
+// together (and only cmd imports agent); tiny, finetune and the GPU
+// packages build without OpenCV (GPU test binaries run where it is absent).
 func TestPackageRules(t *testing.T) {
 	const module = "github.com/yolo7d/yolo7d/"
 	allowed := map[string][]string{
-		"tiny":     {},
-		"finetune": {"tiny"},
-		"infer":    {"tiny"},
-		"capture":  {},
-		"publish":  {},
-		"systemd":  {},
-		"agent":    {"capture", "infer", "publish", "systemd", "finetune", "tiny"},
+		"tiny":        {},
+		"finetune":    {"tiny"},
+		"infer":       {"tiny", "infer/cudnn", "infer/trt"},
+		"infer/cudnn": {"tiny"},
+		"infer/trt":   {"tiny"},
+		"capture":     {},
+		"publish":     {},
+		"systemd":     {},
+		"agent":       {"capture", "infer", "publish", "systemd", "finetune", "tiny"},
 	}
-	noOpenCV := map[string]bool{"tiny": true, "finetune": true}
+	noOpenCV := map[string]bool{"tiny": true, "finetune": true, "infer/cudnn": true, "infer/trt": true}
 	for pkg, ok := range allowed {
 		p, err := build.ImportDir(filepath.Join("..", "..", pkg), 0)
 		if err != nil {

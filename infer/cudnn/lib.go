@@ -170,8 +170,10 @@ func openLib(sonames, dirs []string, bare bool) (unsafe.Pointer, string, error) 
 		cpath := C.CString(path)
 		defer C.free(unsafe.Pointer(cpath))
 		h := C.y7_dlopen(cpath, errBuf, 512)
-		if h == nil {
-			tried = append(tried, C.GoString(errBuf))
+		// A file that exists but does not load (wrong architecture, a
+		// missing dependency) is worth its message; "not found" is not.
+		if msg := C.GoString(errBuf); h == nil && !strings.Contains(msg, "No such file") {
+			tried = append(tried, msg)
 		}
 		return h
 	}
@@ -194,7 +196,9 @@ func openLib(sonames, dirs []string, bare bool) (unsafe.Pointer, string, error) 
 		}
 	}
 	msg := fmt.Sprintf("none of %s found in %s", strings.Join(sonames, ", "), strings.Join(dirs, ":"))
-	if !bare {
+	if bare {
+		msg += ", nor on the dynamic loader's path (LD_LIBRARY_PATH, ld.so.cache)"
+	} else {
 		msg += " (only these directories were searched)"
 	}
 	if len(tried) > 0 {

@@ -2,8 +2,8 @@
 // CUDA runtime, CUDA driver and cuDNN API, written without NVIDIA's headers)
 // against NVIDIA's real headers. Built on the GPU machine by run.sh:
 //
-//   g++ -std=c++17 -Wall -Wextra -Werror -Wno-error=deprecated-declarations \
-//       -isystem <cudnn include> -isystem <cuda include> -I <dir of api.h> \
+//   g++ -std=c++17 -Wall -Wextra -Werror -Wno-error=deprecated-declarations
+//       -isystem <cudnn include> -isystem <cuda include> -I <dir of api.h>
 //       conformance.cpp -ldl -o conformance
 //
 // What it checks:
@@ -192,7 +192,7 @@ template <class Tag, int N> struct first_mismatch {
 template <class Real, class Ours> void describe(const char *name) {
 	using R = sig<Real>;
 	using O = sig<Ours>;
-	std::printf("  FAIL %s: real %d parameters%s, ours %d%s\n", name, R::n, R::variadic ? " + ..." : "", O::n,
+	std::printf("       %s: real %d parameters%s, ours %d%s\n", name, R::n, R::variadic ? " + ..." : "", O::n,
 	            O::variadic ? " + ..." : "");
 	std::printf("       return: real %s %zu bytes, ours %s %zu bytes\n", kind_name(R::ret.kind), R::ret.size,
 	            kind_name(O::ret.kind), O::ret.size);
@@ -248,10 +248,9 @@ static int sig_checked = 0, sig_absent = 0, sig_bad = 0;
 	X(Y7_CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT)   \
 	X(Y7_CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT)
 
-// Y7_CUDNN_BN_MIN_EPSILON is checked apart: cuDNN 8 and 9 define
-// CUDNN_BN_MIN_EPSILON as 0.0, the smallest epsilon cuDNN accepts; api.h's
-// value is the smallest we pass, which must not be below it.
-#define Y7_CONST_EPSILON_NAME Y7_CUDNN_BN_MIN_EPSILON
+// Y7_CUDNN_BN_MIN_EPSILON is checked apart (check_constants): cuDNN 8 and 9
+// define CUDNN_BN_MIN_EPSILON as 0.0, the smallest epsilon cuDNN accepts;
+// api.h's value is the smallest we pass, which must not be below it.
 
 static void check_constants() {
 	int before = y7::failures;
