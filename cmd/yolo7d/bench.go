@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/yolo7d/yolo7d/infer"
+	"github.com/yolo7d/yolo7d/infer/cudnn"
 	"github.com/yolo7d/yolo7d/tiny"
 )
 
@@ -72,8 +73,8 @@ func parseBackends(s string) ([]string, error) {
 	var bs []string
 	for _, f := range strings.Split(s, ",") {
 		b := strings.ToLower(strings.TrimSpace(f))
-		if b != "cpu" && b != "opencv" {
-			return nil, fmt.Errorf("--backends: unknown backend %q (want cpu or opencv)", f)
+		if b != "cpu" && b != "opencv" && b != "cudnn" && b != "cudnn-fp16" {
+			return nil, fmt.Errorf("--backends: unknown backend %q (want cpu, opencv, cudnn or cudnn-fp16)", f)
 		}
 		bs = append(bs, b)
 	}
@@ -168,6 +169,21 @@ func benchBackend(name string, m *tiny.Model, size, threads int, tmp string) (in
 			b.outs = append(b.outs, &infer.Tensor{Shape: s})
 		}
 		return b, dev.Threads(), nil
+	}
+	if name == "cudnn" || name == "cudnn-fp16" {
+		path := filepath.Join(tmp, fmt.Sprintf("model-%d.safetensors", size))
+		if err := tiny.WriteModelFile(path, m, tiny.ModelMeta{InputSize: size}); err != nil {
+			return nil, 0, err
+		}
+		prec := cudnn.FP32
+		if name == "cudnn-fp16" {
+			prec = cudnn.FP16
+		}
+		b, err := infer.NewCUDNNBackend(path, size, prec, cudnn.Options{})
+		if err != nil {
+			return nil, 0, err
+		}
+		return b, 0, nil
 	}
 	path := filepath.Join(tmp, fmt.Sprintf("model-%d.onnx", size))
 	if err := tiny.WriteONNXFile(path, m, size); err != nil {

@@ -189,7 +189,9 @@ func cmdFinetune(ctx context.Context, args []string, stdout, stderr io.Writer, t
 	}
 	defer closeDev()
 	rc.Device = dev
-	fmt.Fprintln(stderr, "finetune: "+note)
+	if on.device != "cpu" {
+		fmt.Fprintln(stderr, "finetune: "+note)
+	}
 	if err := os.MkdirAll(rc.WorkDir, 0o755); err != nil {
 		return fmt.Errorf("finetune: work directory: %w", err)
 	}

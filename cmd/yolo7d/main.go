@@ -318,7 +318,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 	var o benchOptions
 	fs.StringVar(&o.model, "m", "", "model `file` (default: a generated random 80-class model)")
 	sizes := fs.String("sizes", "640,416,320", "comma-separated input sizes")
-	backends := fs.String("backends", "cpu,opencv", "comma-separated backends: cpu, opencv")
+	backends := fs.String("backends", "cpu,opencv", "comma-separated backends: cpu, opencv, cudnn, cudnn-fp16 (NVIDIA GPU)")
 	fs.IntVar(&o.runs, "runs", 20, "timed runs per size and backend")
 	fs.IntVar(&o.warmup, "warmup", 2, "untimed runs before them")
 	fs.IntVar(&o.threads, "threads", 0, "threads (0 = all cores)")
