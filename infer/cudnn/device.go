@@ -233,6 +233,15 @@ func (d *Device) Alloc(n int) ([]float32, error) {
 			return nil, fmt.Errorf("cudnn alloc %d floats: %w", n, d.lib.cudaErr("cudaHostGetDevicePointer", rc))
 		}
 	} else {
+		// Managed memory beyond what the GPU has free would page against
+		// the host (and can hang a driver): refuse it.
+		var free, total C.size_t
+		if rc := C.y7_cudaMemGetInfo(d.a, &free, &total); rc != 0 {
+			return nil, fmt.Errorf("cudnn alloc %d floats: %w", n, d.lib.cudaErr("cudaMemGetInfo", rc))
+		}
+		if bytes > free/10*9 {
+			return nil, fmt.Errorf("cudnn alloc %d floats: %d MiB asked, %d MiB of %d MiB free on the GPU", n, bytes>>20, free>>20, total>>20)
+		}
 		if rc := C.y7_cudaMallocManaged(d.a, &p, bytes, C.Y7_cudaMemAttachGlobal); rc != 0 {
 			return nil, fmt.Errorf("cudnn alloc %d floats: %w", n, d.lib.cudaErr("cudaMallocManaged", rc))
 		}

@@ -352,6 +352,11 @@ func TestBadCalls(t *testing.T) {
 	if _, err := d.Alloc(-1); err == nil {
 		t.Error("Alloc(-1) accepted")
 	}
+	if !realGPU() { // the stub has 64 GiB free
+		if _, err := d.Alloc(20 << 30); err == nil || !strings.Contains(err.Error(), "MiB free on the GPU") {
+			t.Errorf("Alloc of 80 GiB: %v", err)
+		}
+	}
 	if err := d.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -360,5 +365,42 @@ func TestBadCalls(t *testing.T) {
 	}
 	if _, err := d.Alloc(4); !errors.Is(err, errClosed) {
 		t.Errorf("alloc on a closed device: %v", err)
+	}
+}
+
+// TestForwardAllocs: a planned forward allocates nothing on the Go heap
+// once its algorithms and parameters are cached (the input is staged
+// through the Device's own buffers).
+func TestForwardAllocs(t *testing.T) {
+	l := testLib(t)
+	spec, err := tiny.YOLOv7TinyScaled(0.5, 0.25)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := tiny.NewRandom(tiny.Config{NC: 3, Seed: 1, Spec: &spec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, prec := range []Precision{FP32, FP16} {
+		d := testDevice(t, l, DeviceOptions{Precision: prec, Async: true, ConstParams: true})
+		plan, err := m.NewPlan(d, 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		input := make([]float32, 3*64*64)
+		for i := 0; i < 2; i++ {
+			if _, err := plan.Forward(input); err != nil {
+				t.Fatal(err)
+			}
+		}
+		allocs := testing.AllocsPerRun(5, func() {
+			if _, err := plan.Forward(input); err != nil {
+				t.Fatal(err)
+			}
+		})
+		t.Logf("%s: %.1f allocations per forward", prec, allocs)
+		if allocs != 0 {
+			t.Errorf("%s: %.1f allocations per forward, want 0", prec, allocs)
+		}
 	}
 }

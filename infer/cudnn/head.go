@@ -41,15 +41,15 @@ func (d *Device) head(dst []float32, x tiny.NCHW, c tiny.ConvArgs, na int) error
 	}
 	h, w := x.H, x.W
 	hw := h * w
-	dims := []C.int{C.int(x.N), C.int(na), C.int(no), C.int(h), C.int(w)}
-	srcStrides := []C.int{C.int(out * hw), C.int(no * hw), C.int(hw), C.int(w), 1}
-	dstStrides := []C.int{C.int(na * hw * no), C.int(hw * no), 1, C.int(w * no), C.int(no)}
-	sd := d.descs.t[4]
-	if rc := C.y7_cudnnSetTensorNdDescriptor(d.a, sd, C.Y7_CUDNN_DATA_FLOAT, 5, &dims[0], &srcStrides[0]); rc != 0 {
+	// Both sides as N x NA x NO x H x W: the source dense, the destination
+	// with the strides of N x NA x H x W x NO.
+	sd, dd := d.descs.t[4], d.descs.t[5]
+	if rc := C.y7_cudnnSetTensor5d(d.a, sd, C.Y7_CUDNN_DATA_FLOAT, C.int(x.N), C.int(na), C.int(no), C.int(h), C.int(w),
+		C.int(out*hw), C.int(no*hw), C.int(hw), C.int(w), 1); rc != 0 {
 		return d.lib.dnnErr("cudnnSetTensorNdDescriptor", rc)
 	}
-	dd := d.descs.t[5]
-	if rc := C.y7_cudnnSetTensorNdDescriptor(d.a, dd, C.Y7_CUDNN_DATA_FLOAT, 5, &dims[0], &dstStrides[0]); rc != 0 {
+	if rc := C.y7_cudnnSetTensor5d(d.a, dd, C.Y7_CUDNN_DATA_FLOAT, C.int(x.N), C.int(na), C.int(no), C.int(h), C.int(w),
+		C.int(na*hw*no), C.int(hw*no), 1, C.int(w*no), C.int(no)); rc != 0 {
 		return d.lib.dnnErr("cudnnSetTensorNdDescriptor", rc)
 	}
 	if rc := C.y7_cudnnTransformTensor(d.a, d.handle, 1, sd, tmp, 0, dd, dp); rc != 0 {

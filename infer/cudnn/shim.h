@@ -88,6 +88,11 @@ static inline int y7_cudnnDestroyDesc(const y7_api *a, int kind, void *d) {
 }
 static inline int y7_cudnnSetTensor4dDescriptorEx(const y7_api *a, void *d, int dt, int n, int c, int h, int w, int ns, int cs, int hs, int ws) { return a->cudnnSetTensor4dDescriptorEx(d, dt, n, c, h, w, ns, cs, hs, ws); }
 static inline int y7_cudnnSetTensorNdDescriptor(const y7_api *a, void *d, int dt, int nb, const int *dims, const int *strides) { return a->cudnnSetTensorNdDescriptor(d, dt, nb, dims, strides); }
+/* a 5-d tensor (the head's transpose), dims and strides by value */
+static inline int y7_cudnnSetTensor5d(const y7_api *a, void *d, int dt, int d0, int d1, int d2, int d3, int d4, int s0, int s1, int s2, int s3, int s4) {
+	int dims[5] = {d0, d1, d2, d3, d4}, strides[5] = {s0, s1, s2, s3, s4};
+	return a->cudnnSetTensorNdDescriptor(d, dt, 5, dims, strides);
+}
 static inline int y7_cudnnSetFilter4dDescriptor(const y7_api *a, void *d, int dt, int f, int k, int c, int h, int w) { return a->cudnnSetFilter4dDescriptor(d, dt, f, k, c, h, w); }
 static inline int y7_cudnnSetConvolution2dDescriptor(const y7_api *a, void *d, int ph, int pw, int u, int v, int dh, int dw, int mode, int ct) { return a->cudnnSetConvolution2dDescriptor(d, ph, pw, u, v, dh, dw, mode, ct); }
 static inline int y7_cudnnSetConvolutionMathType(const y7_api *a, void *d, int m) { return a->cudnnSetConvolutionMathType(d, m); }
