@@ -47,7 +47,7 @@ else
 $(error OPENCV must be 4.6 or 4.8, got $(OPENCV))
 endif
 
-.PHONY: help deps build test lint vet fmt run demo demo-model bench fuzz clean install-unit FORCE
+.PHONY: help deps build test lint vet fmt run demo demo-model bench gpu-check gpu-check-run fuzz clean install-unit FORCE
 
 help:
 	@sed -n 's/^# \{0,1\}//p' Makefile | sed -n '1,10p'
@@ -155,6 +155,16 @@ run: deps demo
 ## bench: every benchmark (letterbox/decode/NMS, publisher throughput, ...).
 bench: deps
 	$(GO) test $(MODFLAGS) -run '^$$' -bench '$(BENCH)' -benchtime $(BENCH_TIME) -benchmem ./...
+
+## gpu-check: the bundle of the infer/cudnn device check, build/gpu-check (test binary,
+## golden data, ABI conformance program, PyTorch baseline); one device call then runs
+## `bash infer/cudnn/gpucheck/run.sh build/gpu-check "$OUT"` (infer/cudnn/gpucheck/README.md).
+gpu-check:
+	bash infer/cudnn/gpucheck/build.sh
+
+## gpu-check-run: run the device check here (OUT defaults to build/gpu-check/out).
+gpu-check-run:
+	bash infer/cudnn/gpucheck/run.sh build/gpu-check $${OUT:-build/gpu-check/out}
 
 ## fuzz: each fuzz target for 20 s.
 fuzz:

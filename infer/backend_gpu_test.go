@@ -16,10 +16,39 @@ import (
 	"github.com/yolo7d/yolo7d/infer/cudnn"
 )
 
+// childEnv marks a test binary started by inChild: its value is the name
+// of the one test the child runs.
+const childEnv = "YOLO7D_INFER_CHILD"
+
+// inChild reruns test t alone in a child process and reports whether the
+// caller is that child (true: go on with the test body) or the parent
+// (false: the child's verdict is already recorded, return). Tests that
+// load a libcudart run there: once a process has loaded one (the stub),
+// the dynamic loader finds it again by soname, and "auto" in every later
+// test of the process would pick it up.
+func inChild(t *testing.T, env ...string) bool {
+	t.Helper()
+	if os.Getenv(childEnv) == t.Name() {
+		return true
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^"+t.Name()+"$", "-test.v", "-test.count=1")
+	cmd.Env = append(append(os.Environ(), childEnv+"="+t.Name()), env...)
+	out, err := cmd.CombinedOutput()
+	t.Logf("child:\n%s", out)
+	if err != nil {
+		t.Fatalf("child: %v", err)
+	}
+	return false
+}
+
 // stubGPU builds infer/cudnn's stub CUDA/cuDNN libraries (CPU
-// implementations of the calls) into a temporary directory.
+// implementations of the calls) into a temporary directory. Only call it
+// inside inChild.
 func stubGPU(t *testing.T) string {
 	t.Helper()
+	if os.Getenv(childEnv) != t.Name() {
+		t.Fatal("stubGPU outside a child process: the stub libcudart would stay loaded for the other tests")
+	}
 	if _, err := exec.LookPath("gcc"); err != nil {
 		t.Skip("gcc not found: the stub GPU libraries cannot be built")
 	}
@@ -34,6 +63,9 @@ func stubGPU(t *testing.T) string {
 // TestCUDNNBackendMatchesCPU runs one model through the cudnn backend on
 // the stub libraries and through the CPU backend: same raw outputs.
 func TestCUDNNBackendMatchesCPU(t *testing.T) {
+	if !inChild(t) {
+		return
+	}
 	stub := stubGPU(t)
 	native, _ := writeNative(t, 128, 128)
 	cpu, err := NewCPUBackendSize(native, 1, 0)
@@ -87,6 +119,9 @@ func TestCUDNNBackendMatchesCPU(t *testing.T) {
 // backend that cannot load fails with the reason; auto without GPU
 // libraries falls back to the CPU and says why.
 func TestOpenBackendSelection(t *testing.T) {
+	if !inChild(t) {
+		return
+	}
 	stub := stubGPU(t)
 	native, _ := writeNative(t, 128, 128)
 	ctx := context.Background()
@@ -115,18 +150,9 @@ func TestOpenBackendSelection(t *testing.T) {
 }
 
 // TestOpenAutoFallback: without GPU libraries, auto runs on the CPU and
-// says why, and a named cudnn fails with the reason. It runs in a child
-// process: once a process has loaded a libcudart (the stub, in the other
-// tests), the dynamic loader finds it again by soname.
+// says why, and a named cudnn fails with the reason.
 func TestOpenAutoFallback(t *testing.T) {
-	if os.Getenv("YOLO7D_FALLBACK_CHILD") != "1" {
-		cmd := exec.Command(os.Args[0], "-test.run=^TestOpenAutoFallback$", "-test.v")
-		cmd.Env = append(os.Environ(), "YOLO7D_FALLBACK_CHILD=1", cudnn.LibsEnv+"=")
-		out, err := cmd.CombinedOutput()
-		t.Logf("child:\n%s", out)
-		if err != nil {
-			t.Fatalf("child: %v", err)
-		}
+	if !inChild(t, cudnn.LibsEnv+"=") {
 		return
 	}
 	native, _ := writeNative(t, 128, 128)

@@ -100,8 +100,8 @@ func TestOpenErrors(t *testing.T) {
 		want string
 	}{
 		{Options{}, "no model"},
-		{Options{Model: "x.onnx", Backend: "cudnn"}, `backend "cudnn" not available in this build`},
-		{Options{Model: "x.onnx", Backend: "tensorrt"}, "not available in this build"},
+		{Options{Model: "/nonexistent/x.onnx", Backend: "cudnn"}, "no such file"},
+		{Options{Model: "/nonexistent/x.onnx", Backend: "tensorrt"}, "no such file"},
 		{Options{Model: "/nonexistent/x.onnx", Backend: "cpu"}, "no such file"},
 		{Options{Model: "/nonexistent/x.onnx", Backend: "opencv"}, "no such file"},
 		{Options{Model: "x.onnx", Backend: "tpu"}, "unknown backend"},

@@ -9,7 +9,7 @@
  *   - cudnnStatus_t was renumbered between cuDNN 8 and 9: only 0 (success)
  *     is compared, messages come from cudnnGetErrorString;
  *   - the enum values and the algorithm-perf layout below are identical in
- *     the cuDNN 8.x and 9.x headers; gpu-check/conformance.c asserts each
+ *     the cuDNN 8.x and 9.x headers; gpucheck/conformance.cpp asserts each
  *     of them against the real headers on a machine that has them.
  */
 #ifndef Y7_CUDNN_API_H

@@ -30,7 +30,7 @@ Output: "TORCH <what> <ms>" lines on stdout and --json FILE.
 
 --numpy-selftest runs the same network-building code with a NumPy backend
 on the CPU at 640 and compares with the golden outputs: a check of
-layers.json's semantics on a machine without torch (slow: about a minute).
+layers.json's semantics on a machine without torch (a few seconds).
 """
 
 import argparse
@@ -259,15 +259,21 @@ def set_tf32(torch, on):
 
 
 def torch_main(args):
-    import numpy as np
-    import torch
-
     res = {"env": {}, "golden": {}, "forward": {}, "forward_e2e": {}, "train": {}, "errors": []}
 
     def save():
         if args.json:
             with open(args.json, "w") as f:
                 json.dump(res, f, indent=1, sort_keys=True)
+
+    try:
+        import numpy as np
+        import torch
+    except ImportError as e:
+        res["errors"].append("import: %r" % (e,))
+        save()
+        log("TORCH error: %r" % (e,))
+        return 1
 
     if not torch.cuda.is_available():
         res["errors"].append("torch.cuda.is_available() is False")
@@ -299,7 +305,9 @@ def torch_main(args):
         for prec, net, tf32, tol in (
             ("fp32strict", net32, False, 1e-3),
             ("fp32", net32, True, 1e-3),
-            ("fp16", net16, False, 2e-2),
+            # FP16: the bound of infer/cudnn's TestGoldenForward (fp16RawTol):
+            # rounding the weights alone to half moves the logits by ~0.25.
+            ("fp16", net16, False, 1.0),
         ):
             set_tf32(torch, tf32)
             with torch.inference_mode():
