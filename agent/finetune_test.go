@@ -2,11 +2,13 @@ package agent
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -289,7 +291,10 @@ func (e *ftEnv) statuses(id string) []FinetuneStatusPayload {
 			out = append(out, s)
 		}
 	}
-	return out
+	// The MQTT contract: delivery is at least once and not necessarily in
+	// order; consumers order by seq and drop duplicates.
+	slices.SortStableFunc(out, func(a, b FinetuneStatusPayload) int { return cmp.Compare(a.Seq, b.Seq) })
+	return slices.CompactFunc(out, func(a, b FinetuneStatusPayload) bool { return a.Seq == b.Seq })
 }
 
 // final waits for the final status of run id.
