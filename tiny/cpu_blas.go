@@ -74,6 +74,51 @@ static void im2col(float *col, const float *x, int h, int w, int k, int s, int p
 		}
 	}
 }
+// max_pool_plane pools one h x w plane into ho x wo (window k, stride s,
+// padding pad, which Pad <= K/2 keeps out of every window), separably: a
+// k-wide max along each input row into tmp (h x wo), then a k-tall max
+// down the columns of tmp. The comparisons are written so the compiler
+// vectorises them (no NaN special case: max-pool inputs are finite).
+static void max_pool_plane(float *dst, const float *src, float *tmp, int h, int w, int ho, int wo,
+		int k, int s, int pad) {
+	for (int iy = 0; iy < h; iy++) {
+		const float *in = src + (size_t)iy * w;
+		float *out = tmp + (size_t)iy * wo;
+		for (int ox = 0; ox < wo; ox++) {
+			int x0 = ox * s - pad, x1 = x0 + k;
+			if (x1 > w) x1 = w;
+			if (x0 < 0) x0 = 0;
+			float m = in[x0];
+			for (int j = x0 + 1; j < x1; j++) m = in[j] > m ? in[j] : m;
+			out[ox] = m;
+		}
+	}
+	for (int oy = 0; oy < ho; oy++) {
+		int y0 = oy * s - pad, y1 = y0 + k;
+		if (y1 > h) y1 = h;
+		if (y0 < 0) y0 = 0;
+		float *out = dst + (size_t)oy * wo;
+		memcpy(out, tmp + (size_t)y0 * wo, sizeof(float) * wo);
+		for (int iy = y0 + 1; iy < y1; iy++) {
+			const float *row = tmp + (size_t)iy * wo;
+			for (int j = 0; j < wo; j++) out[j] = row[j] > out[j] ? row[j] : out[j];
+		}
+	}
+}
+
+// max_pool_2x2 is the k2 s2 p0 window in one pass over two input rows of
+// width w per output row.
+static void max_pool_2x2(float *dst, const float *src, int w, int ho, int wo) {
+	for (int oy = 0; oy < ho; oy++) {
+		const float *r0 = src + (size_t)2 * oy * w, *r1 = r0 + w;
+		float *out = dst + (size_t)oy * wo;
+		for (int ox = 0; ox < wo; ox++) {
+			float a = r0[2 * ox] > r0[2 * ox + 1] ? r0[2 * ox] : r0[2 * ox + 1];
+			float b = r1[2 * ox] > r1[2 * ox + 1] ? r1[2 * ox] : r1[2 * ox + 1];
+			out[ox] = a > b ? a : b;
+		}
+	}
+}
 */
 import "C"
 
@@ -138,4 +183,16 @@ func im2col(col, x []float32, h, w int, c ConvArgs, c0, c1, oy0, oy1, wo int) {
 // ld, len(bias) columns).
 func addBiasRows(y []float32, rows, ld int, bias []float32) {
 	C.add_bias_rows(fptr(y), C.int(rows), C.int(len(bias)), C.int(ld), fptr(bias))
+}
+
+// maxPoolPlane pools one h x w plane into ho x wo, through tmp (h x wo).
+func maxPoolPlane(dst, src, tmp []float32, h, w, ho, wo int, p PoolArgs) {
+	C.max_pool_plane(fptr(dst), fptr(src), fptr(tmp), C.int(h), C.int(w), C.int(ho), C.int(wo),
+		C.int(p.K), C.int(p.S), C.int(p.Pad))
+}
+
+// maxPool2x2 is the MP layer (k2 s2 p0) in one pass: each output is the
+// max of a 2x2 block of two input rows of width w.
+func maxPool2x2(dst, src []float32, w, ho, wo int) {
+	C.max_pool_2x2(fptr(dst), fptr(src), C.int(w), C.int(ho), C.int(wo))
 }

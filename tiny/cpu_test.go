@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"os"
+	"strings"
 	"testing"
 )
 
@@ -324,5 +326,18 @@ func TestCPURejectsBadShapes(t *testing.T) {
 	}
 	if err := dev.Head(make([]float32, 6*64), x, ConvArgs{Weight: head.Weight, Bias: head.Bias, K: 1, S: 1, Act: ActReLU}, 3); err == nil {
 		t.Error("head with an activation: no error")
+	}
+}
+
+// TestBLASCore: the kernel description names OpenBLAS's core, and says
+// when the environment chose it.
+func TestBLASCore(t *testing.T) {
+	core := BLASCore()
+	t.Logf("OpenBLAS core: %s", core)
+	if core == "" || strings.HasPrefix(core, " ") {
+		t.Fatalf("core %q: no name", core)
+	}
+	if v := os.Getenv("OPENBLAS_CORETYPE"); v != "" && !strings.Contains(core, "OPENBLAS_CORETYPE="+v) {
+		t.Errorf("core %q does not say OPENBLAS_CORETYPE=%s chose it", core, v)
 	}
 }
