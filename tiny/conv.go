@@ -56,12 +56,24 @@ func (d *CPU) split(y, x NCHW, c ConvArgs) convSplit {
 }
 
 // ConvScratch implements Device.
-func (d *CPU) ConvScratch(y, x NCHW, c ConvArgs) int { return d.split(y, x, c).scratch }
+func (d *CPU) ConvScratch(y, x NCHW, c ConvArgs) int {
+	if c.Winograd != nil && winogradApplies(x, c) {
+		s := d.winogradSplit(y, x)
+		return min(d.threads, y.N*s.bands*s.chunks) * s.perItem
+	}
+	return d.split(y, x, c).scratch
+}
 
 // Conv implements Device.
 func (d *CPU) Conv(y, x NCHW, c ConvArgs, scratch []float32) error {
 	if err := checkConv(y, x, c); err != nil {
 		return err
+	}
+	if c.Winograd != nil {
+		if !winogradApplies(x, c) || len(c.Winograd) != 16*y.C*x.C {
+			return fmt.Errorf("conv: %d Winograd filter values for a %dx%d k%d s%d p%d conv (see PrepareConv)", len(c.Winograd), y.C, x.C, c.K, c.S, c.Pad)
+		}
+		return d.convWinograd(y, x, c, scratch)
 	}
 	s := d.split(y, x, c)
 	if len(scratch) < s.scratch {

@@ -19,6 +19,9 @@ type CPU struct {
 	// tileCols is the target number of output positions of one conv tile
 	// (im2col block and GEMM call) when a conv is split over positions.
 	tileCols int
+	// noWinograd keeps PrepareConv from choosing the Winograd path (for
+	// side-by-side benchmarks and tests of the im2col path).
+	noWinograd bool
 
 	// mu serialises ops: the pool and the task structs below serve one
 	// parallel-for at a time.
@@ -29,6 +32,7 @@ type CPU struct {
 	convCols convColsTask
 	convCol  im2colTask
 	convRows convRowsTask
+	wino     winogradTask
 	head     headTask
 	pool2    poolTask
 	affine   affineTask

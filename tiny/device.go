@@ -68,6 +68,19 @@ type ConvArgs struct {
 	K, S   int
 	Pad    int
 	Act    Act
+
+	// Winograd, when set, holds the filters transformed for the CPU's
+	// Winograd F(2x2,3x3) path (CPU.PrepareConv); the CPU then runs this
+	// 3x3 stride-1 conv through it. Other devices ignore it.
+	Winograd []float32
+}
+
+// ConvPreparer is implemented by devices that precompute something per
+// convolution of an inference plan (the CPU: Winograd filters for its 3x3
+// stride-1 convs). PrepareConv returns c with it filled in, for the plan to
+// pass to ConvScratch and Conv in place of c; c itself is not modified.
+type ConvPreparer interface {
+	PrepareConv(y, x NCHW, c ConvArgs) (ConvArgs, error)
 }
 
 // PoolArgs are a max-pool's parameters: a KxK window, stride S, padding Pad

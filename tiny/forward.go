@@ -163,6 +163,11 @@ func (m *Model) NewPlan(dev Device, inputSize int) (*Plan, error) {
 		case KindConv:
 			st.conv = convArgs[ci]
 			ci++
+			if cp, ok := dev.(ConvPreparer); ok {
+				if st.conv, err = cp.PrepareConv(p.outs[i], x, st.conv); err != nil {
+					return nil, fmt.Errorf("tiny: plan: layer %d: %w", i, err)
+				}
+			}
 			scratch = max(scratch, dev.ConvScratch(p.outs[i], x, st.conv))
 		case KindMaxPool:
 			st.pool = PoolArgs{K: l.K, S: l.S, Pad: l.Pad}
