@@ -4,6 +4,7 @@ package tiny
 #cgo CFLAGS: -O3
 #include <stddef.h>
 #include <string.h>
+#include "vec.h"
 
 // Winograd F(2x2, 3x3) (Lavin and Gray, "Fast Algorithms for Convolutional
 // Neural Networks", 2016): a 2x2 output tile of a 3x3 stride-1 conv is
@@ -45,15 +46,6 @@ static void wino_filters(float *U, const float *w, int out, int in) {
 		}
 	}
 }
-
-// Y7_VEC compiles a function for AVX-512, AVX2 and plain x86-64, picked at
-// load time (GCC function multi-versioning): the transforms are written as
-// loops over contiguous rows for the compiler to vectorise.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define Y7_VEC __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define Y7_VEC
-#endif
 
 // wino_input transforms the input patches of tile rows [ty0, ty1) (tw
 // tiles each) of channels [0, cin) of one image x (cin x h x w, padding 1)
