@@ -49,6 +49,7 @@ type benchReport struct {
 	Classes int           `json:"classes"`
 	Threads int           `json:"threads"`
 	CPUs    int           `json:"cpus"`
+	BLAS    string        `json:"blas"` // the cpu backend's OpenBLAS kernels (tiny.BLASCore)
 	Results []benchResult `json:"results"`
 }
 
@@ -89,7 +90,7 @@ func runBench(ctx context.Context, o benchOptions) (*benchReport, error) {
 	if o.runs < 1 {
 		return nil, fmt.Errorf("--runs %d: want at least 1", o.runs)
 	}
-	rep := &benchReport{Model: o.model, CPUs: runtime.NumCPU()}
+	rep := &benchReport{Model: o.model, CPUs: runtime.NumCPU(), BLAS: tiny.BLASCore()}
 	var m *tiny.Model
 	if o.model == "" {
 		var err error
@@ -240,7 +241,7 @@ func writeBench(w io.Writer, rep *benchReport, asJSON bool) error {
 		enc.SetIndent("", "  ")
 		return enc.Encode(rep)
 	}
-	fmt.Fprintf(w, "model %s (%s, %d classes), %d threads, %d CPUs\n", rep.Model, rep.Act, rep.Classes, rep.Threads, rep.CPUs)
+	fmt.Fprintf(w, "model %s (%s, %d classes), %d threads, %d CPUs, OpenBLAS %s\n", rep.Model, rep.Act, rep.Classes, rep.Threads, rep.CPUs, rep.BLAS)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "backend\tsize\truns\tmean ms\tp50 ms\tp90 ms\tp99 ms\tmin ms\t")
 	for _, r := range rep.Results {
