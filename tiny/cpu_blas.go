@@ -160,14 +160,18 @@ func sgemmT(ta, tb bool, m, n, k int, a []float32, lda int, b []float32, ldb int
 // biasAct adds bias[o] to columns [0, cols) of rows [m0, m1) of y (row
 // stride ld) and applies act, in one pass.
 func biasAct(y []float32, ld, m0, m1, cols int, bias []float32, act Act) {
-	a := 0
+	C.bias_act(fptr(y[m0*ld:]), C.int(m1-m0), C.int(cols), C.int(ld), fptr(bias[m0:]), actCode(act), C.float(LeakySlope))
+}
+
+// actCode is act as the C loops take it: 0 none, 1 ReLU, 2 LeakyReLU.
+func actCode(act Act) C.int {
 	switch act {
 	case ActReLU:
-		a = 1
+		return 1
 	case ActLeaky:
-		a = 2
+		return 2
 	}
-	C.bias_act(fptr(y[m0*ld:]), C.int(m1-m0), C.int(cols), C.int(ld), fptr(bias[m0:]), C.int(a), C.float(LeakySlope))
+	return 0
 }
 
 // im2col fills rows [c0*K*K, c1*K*K) of the im2col matrix of one image for

@@ -136,25 +136,33 @@ func TestCPUConvMatchesReference(t *testing.T) {
 				c := ConvArgs{Weight: devRandSlice(r, tc.out*tc.in*tc.k*tc.k), Bias: devRandSlice(r, tc.out), K: tc.k, S: tc.s, Pad: tc.pad, Act: tc.act}
 				want, mag, ho, wo := devRefConv(x, c, tc.out)
 				y := devEmbed(r, tc.n, tc.out, ho, wo, 2)
-				outside := append([]float32(nil), y.Data...)
-				scratch := make([]float32, dev.ConvScratch(y, x, c))
-				if err := dev.Conv(y, x, c, scratch); err != nil {
-					t.Fatal(err)
-				}
-				got := devDense(y)
-				worst := 0.0
-				for i := range want {
-					e := math.Abs(float64(got[i]) - want[i])
-					if e > 2e-6*mag[i]+1e-6 {
-						t.Fatalf("y[%d] = %v, want %v (error %.3g, bound %.3g)", i, got[i], want[i], e, 2e-6*mag[i]+1e-6)
-					}
-					worst = max(worst, e)
-				}
-				devCheckOutside(t, y, outside)
-				t.Logf("max abs error %.3g", worst)
+				devCheckConv(t, dev, y, x, c, want, mag, 2e-6, 1e-6)
 			})
 		}
 	}
+}
+
+// devCheckConv runs dev.Conv(y, x, c) and checks every output against the
+// reference want within rel*mag + abs (mag: the sum of the absolute
+// terms), and that nothing outside the view of y changed.
+func devCheckConv(t *testing.T, dev *CPU, y, x NCHW, c ConvArgs, want, mag []float64, rel, abs float64) {
+	t.Helper()
+	outside := append([]float32(nil), y.Data...)
+	scratch := make([]float32, dev.ConvScratch(y, x, c))
+	if err := dev.Conv(y, x, c, scratch); err != nil {
+		t.Fatal(err)
+	}
+	got := devDense(y)
+	worst := 0.0
+	for i := range want {
+		e := math.Abs(float64(got[i]) - want[i])
+		if bound := rel*mag[i] + abs; e > bound {
+			t.Fatalf("y[%d] = %v, want %v (error %.3g, bound %.3g)", i, got[i], want[i], e, bound)
+		}
+		worst = max(worst, e)
+	}
+	devCheckOutside(t, y, outside)
+	t.Logf("max abs error %.3g", worst)
 }
 
 // devCheckOutside fails if the op wrote outside its view of a larger tensor.

@@ -266,13 +266,6 @@ func (t *winogradTask) run(w, i int) {
 		u := c.Winograd[(xi*y.C+m0)*x.C:]
 		sgemm(mc, cols, x.C, u, x.C, v[xi*x.C*s.ldv:], s.ldv, m[xi*mc*s.ldv:], s.ldv)
 	}
-	a := 0
-	switch c.Act {
-	case ActReLU:
-		a = 1
-	case ActLeaky:
-		a = 2
-	}
 	C.wino_output(fptr(y.Image(n)[m0*s.outPlane:]), C.int(y.H), C.int(y.W), fptr(m), C.size_t(s.ldv), C.int(mc),
-		C.int(ty0), C.int(ty1), C.int(s.tw), fptr(c.Bias[m0:]), C.int(a), C.float(LeakySlope))
+		C.int(ty0), C.int(ty1), C.int(s.tw), fptr(c.Bias[m0:]), actCode(c.Act), C.float(LeakySlope))
 }

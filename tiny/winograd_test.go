@@ -2,7 +2,6 @@ package tiny
 
 import (
 	"fmt"
-	"math"
 	"math/rand/v2"
 	"path/filepath"
 	"testing"
@@ -43,22 +42,7 @@ func TestCPUWinogradMatchesReference(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				outside := append([]float32(nil), y.Data...)
-				scratch := make([]float32, dev.ConvScratch(y, x, c))
-				if err := dev.Conv(y, x, c, scratch); err != nil {
-					t.Fatal(err)
-				}
-				got := devDense(y)
-				worst := 0.0
-				for i := range want {
-					e := math.Abs(float64(got[i]) - want[i])
-					if bound := 1e-5*mag[i] + 2e-6; e > bound {
-						t.Fatalf("y[%d] = %v, want %v (error %.3g, bound %.3g)", i, got[i], want[i], e, bound)
-					}
-					worst = max(worst, e)
-				}
-				devCheckOutside(t, y, outside)
-				t.Logf("max abs error %.3g", worst)
+				devCheckConv(t, dev, y, x, c, want, mag, 1e-5, 2e-6)
 			})
 		}
 		dev.Close()
