@@ -58,8 +58,7 @@ func (d *CPU) split(y, x NCHW, c ConvArgs) convSplit {
 // ConvScratch implements Device.
 func (d *CPU) ConvScratch(y, x NCHW, c ConvArgs) int {
 	if c.Winograd != nil && winogradApplies(x, c) {
-		s := d.winogradSplit(y, x)
-		return min(d.threads, y.N*s.bands*s.chunks) * s.perItem
+		return d.winogradSplit(y, x).scratch(d.threads, y.N)
 	}
 	return d.split(y, x, c).scratch
 }

@@ -2,10 +2,11 @@ package tiny
 
 import "fmt"
 
-// Max-pool forward on the CPU (the loops in C, cpu_blas.go), separable: a KxK max is a K-wide max along
-// each input row (into per-goroutine scratch, H x Wo) followed by a K-tall
-// max down the columns of that, so a window costs 2K comparisons instead of
-// K*K (the SPP windows are 5, 9 and 13 wide). Padding is left out of the
+// Max-pool forward on the CPU (the loops in C, cpu_blas.go), separable: a
+// KxK max is a K-wide max along each input row (into per-goroutine
+// scratch, H x Wo) followed by a K-tall max down the columns of that, so
+// a window costs 2K comparisons instead of K*K (the SPP windows are 5, 9
+// and 13 wide). Padding is left out of the
 // window rather than filled with -Inf: the same result, since Pad <= K/2
 // keeps at least one real value in every window.
 

@@ -165,6 +165,13 @@ type winogradPlan struct {
 	outPlane int
 }
 
+// scratch is the scratch a conv of n images needs on threads workers.
+func (s winogradPlan) scratch(threads, n int) int {
+	return min(threads, n*s.bands*s.chunks) * s.perItem
+}
+
+// winogradApplies reports whether the Winograd path can run the conv: 3x3,
+// stride 1, padding 1, an input of at least one tile.
 func winogradApplies(x NCHW, c ConvArgs) bool {
 	return c.K == 3 && c.S == 1 && c.Pad == 1 && x.H >= 2 && x.W >= 2
 }
@@ -226,7 +233,7 @@ func withWinograd(y, x NCHW, c ConvArgs) (ConvArgs, error) {
 // convWinograd is Conv for c.Winograd set (checked by Conv).
 func (d *CPU) convWinograd(y, x NCHW, c ConvArgs, scratch []float32) error {
 	s := d.winogradSplit(y, x)
-	if need := min(d.threads, y.N*s.bands*s.chunks) * s.perItem; len(scratch) < need {
+	if need := s.scratch(d.threads, y.N); len(scratch) < need {
 		return errConvScratch(len(scratch), need)
 	}
 	d.mu.Lock()
