@@ -6,8 +6,8 @@ import "fmt"
 // tile. A 1x1 stride-1 unpadded conv needs no im2col: its input already is
 // the In x H*W matrix B. The output is split one of two ways:
 //
-//   - over positions (large maps): each goroutine takes tiles of whole
-//     output rows, fills its own im2col block (In*K*K x rows*Wo), runs a
+//   - over positions (large maps): each goroutine takes tiles of output
+//     positions (spans of the row-major output plane), fills its own im2col block (In*K*K x rows*Wo), runs a
 //     single-threaded SGEMM into the tile's columns of y and adds bias and
 //     activation while the tile is still in cache;
 //   - over output channels (small maps, where position tiles would be too
@@ -23,7 +23,7 @@ const minSplitCols = 256
 type convSplit struct {
 	direct   bool // 1x1, stride 1, no padding: no im2col
 	byCols   bool // split over output positions, else over output channels
-	rows     int  // output rows per tile (byCols)
+	cols     int  // output positions per tile (byCols)
 	tiles    int  // tiles per image (byCols)
 	colRows  int  // In*K*K: rows of the im2col matrix
 	perTile  int  // scratch values of one im2col block
@@ -40,10 +40,10 @@ func (d *CPU) split(y, x NCHW, c ConvArgs) convSplit {
 	}
 	if s.outPlane >= d.threads*minSplitCols {
 		s.byCols = true
-		s.rows = max(1, min((d.tileCols+y.W-1)/y.W, (y.H+d.threads-1)/d.threads))
-		s.tiles = (y.H + s.rows - 1) / s.rows
+		s.cols = min(d.tileCols, (s.outPlane+d.threads-1)/d.threads)
+		s.tiles = (s.outPlane + s.cols - 1) / s.cols
 		if !s.direct {
-			s.perTile = s.colRows * s.rows * y.W
+			s.perTile = s.colRows * s.cols
 			s.scratch = min(d.threads, s.tiles*y.N) * s.perTile
 		}
 		return s
@@ -60,6 +60,9 @@ func (d *CPU) ConvScratch(y, x NCHW, c ConvArgs) int {
 	if c.Winograd != nil && winogradApplies(x, c) {
 		return d.winogradSplit(y, x).scratch(d.threads, y.N)
 	}
+	if c.Packed != nil {
+		return d.packedSplit(y, x, c).scratch(d.threads, y.N)
+	}
 	return d.split(y, x, c).scratch
 }
 
@@ -69,10 +72,16 @@ func (d *CPU) Conv(y, x NCHW, c ConvArgs, scratch []float32) error {
 		return err
 	}
 	if c.Winograd != nil {
-		if !winogradApplies(x, c) || len(c.Winograd) != 16*y.C*x.C {
+		if !winogradApplies(x, c) || len(c.Winograd) != d.winogradLen(y.C, x.C) {
 			return fmt.Errorf("conv: %d Winograd filter values for a %dx%d k%d s%d p%d conv (see PrepareConv)", len(c.Winograd), y.C, x.C, c.K, c.S, c.Pad)
 		}
 		return d.convWinograd(y, x, c, scratch)
+	}
+	if c.Packed != nil {
+		if want := (y.C + gemmMR - 1) / gemmMR * gemmMR * x.C * c.K * c.K; len(c.Packed) != want || !d.packedGEMM() {
+			return fmt.Errorf("conv: %d packed filter values for a %dx%d k%d conv, want %d on a CPU with AVX-512 (see PrepareConv)", len(c.Packed), y.C, x.C, c.K, want)
+		}
+		return d.convPacked(y, x, c, scratch)
 	}
 	s := d.split(y, x, c)
 	if len(scratch) < s.scratch {
@@ -124,17 +133,17 @@ func (t *convColsTask) run(w, i int) {
 	m, k := y.C, s.colRows
 	ldc := s.outPlane
 	n, ti := i/s.tiles, i%s.tiles
-	oy0 := ti * s.rows
-	oy1 := min(oy0+s.rows, y.H)
-	cols := (oy1 - oy0) * y.W
-	out := y.Image(n)[oy0*y.W:]
+	p0 := ti * s.cols
+	p1 := min(p0+s.cols, s.outPlane)
+	cols := p1 - p0
+	out := y.Image(n)[p0:]
 	var b []float32
 	ldb := cols
 	if s.direct {
-		b, ldb = x.Image(n)[oy0*y.W:], x.Plane()
+		b, ldb = x.Image(n)[p0:], x.Plane()
 	} else {
 		b = t.scratch[w*s.perTile : w*s.perTile+k*cols]
-		im2col(b, x.Image(n), x.H, x.W, *c, 0, x.C, oy0, oy1, y.W)
+		im2colSpan(b, x.Image(n), x.H, x.W, *c, 0, x.C, p0, p1, y.W)
 	}
 	sgemm(m, cols, k, c.Weight, k, b, ldb, out, ldc)
 	biasAct(out, ldc, 0, m, cols, c.Bias, c.Act)

@@ -22,6 +22,10 @@ type CPU struct {
 	// noWinograd keeps PrepareConv from choosing the Winograd path (for
 	// side-by-side benchmarks and tests of the im2col path).
 	noWinograd bool
+	// noPacked keeps PrepareConv from choosing the packed-GEMM path
+	// (cpu_gemm.go), so convs go through OpenBLAS (side-by-side
+	// benchmarks and tests).
+	noPacked bool
 
 	// mu serialises ops: the pool and the task structs below serve one
 	// parallel-for at a time.
@@ -33,6 +37,7 @@ type CPU struct {
 	convCol  im2colTask
 	convRows convRowsTask
 	wino     winogradTask
+	packed   packedTask
 	head     headTask
 	pool2    poolTask
 	affine   affineTask

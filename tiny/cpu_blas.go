@@ -6,6 +6,7 @@ package tiny
 #include <stddef.h>
 #include <string.h>
 #include <cblas.h>
+#include "im2col.h"
 
 // bias_act adds bias[o] to cols values of each of rows rows of y (row
 // stride ld), then applies act (0 none, 1 ReLU, 2 LeakyReLU(slope)).
@@ -33,47 +34,6 @@ static void add_bias_rows(float *y, int rows, int cols, int ld, const float *bia
 	}
 }
 
-// im2col fills rows [c0*k*k, c1*k*k) of the im2col matrix of one image
-// (x: C x h x w) for output rows [oy0, oy1) of width wo: row (c*k+ky)*k+kx,
-// column (oy-oy0)*wo+ox holds x(c, oy*s-pad+ky, ox*s-pad+kx), 0 outside.
-static void im2col(float *col, const float *x, int h, int w, int k, int s, int pad,
-		int c0, int c1, int oy0, int oy1, int wo) {
-	const size_t nt = (size_t)(oy1 - oy0) * wo;
-	for (int c = c0; c < c1; c++) {
-		const float *plane = x + (size_t)c * h * w;
-		for (int ky = 0; ky < k; ky++) {
-			for (int kx = 0; kx < k; kx++) {
-				float *row = col + (size_t)((c * k + ky) * k + kx) * nt;
-				int lo = pad > kx ? (pad - kx + s - 1) / s : 0;
-				int hi = w - 1 + pad - kx >= 0 ? (w - 1 + pad - kx) / s + 1 : 0;
-				if (lo > wo) lo = wo;
-				if (hi > wo) hi = wo;
-				if (hi < lo) hi = lo;
-				for (int oy = oy0; oy < oy1; oy++) {
-					float *dst = row + (size_t)(oy - oy0) * wo;
-					const int iy = oy * s - pad + ky;
-					if (iy < 0 || iy >= h) {
-						memset(dst, 0, sizeof(float) * wo);
-						continue;
-					}
-					// first input column read: lo*s-pad+kx >= 0
-					const float *src = plane + (size_t)iy * w + (lo * s - pad + kx);
-					for (int ox = 0; ox < lo; ox++) dst[ox] = 0;
-					for (int ox = hi; ox < wo; ox++) dst[ox] = 0;
-					const int n = hi - lo;
-					float *d = dst + lo;
-					if (s == 1) {
-						memcpy(d, src, sizeof(float) * n);
-					} else if (s == 2) {
-						for (int j = 0; j < n; j++) d[j] = src[2 * j];
-					} else {
-						for (int j = 0; j < n; j++) d[j] = src[s * j];
-					}
-				}
-			}
-		}
-	}
-}
 // max_pool_plane pools one h x w plane into ho x wo (window k, stride s,
 // padding pad, which Pad <= K/2 keeps out of every window), separably: a
 // k-wide max along each input row into tmp (h x wo), then a k-tall max
@@ -179,8 +139,16 @@ func actCode(act Act) C.int {
 // x(c, oy*S-Pad+ky, ox*S-Pad+kx), or 0 in the padding. col has
 // (oy1-oy0)*wo columns; x is the image's C x h x w values.
 func im2col(col, x []float32, h, w int, c ConvArgs, c0, c1, oy0, oy1, wo int) {
-	C.im2col(fptr(col), fptr(x), C.int(h), C.int(w), C.int(c.K), C.int(c.S), C.int(c.Pad),
-		C.int(c0), C.int(c1), C.int(oy0), C.int(oy1), C.int(wo))
+	im2colSpan(col, x, h, w, c, c0, c1, oy0*wo, oy1*wo, wo)
+}
+
+// im2colSpan is im2col for the output positions [p0, p1) (row-major over
+// the Ho x wo output; a span may start or end inside a row): col has p1-p0
+// columns, column p-p0 for position p.
+func im2colSpan(col, x []float32, h, w int, c ConvArgs, c0, c1, p0, p1, wo int) {
+	nt := p1 - p0
+	C.im2col(fptr(col[c0*c.K*c.K*nt:]), C.size_t(nt), fptr(x), C.int(h), C.int(w), C.int(c.K), C.int(c.S), C.int(c.Pad),
+		C.int(c0), C.int(c1), C.int(p0), C.int(p1), C.int(wo))
 }
 
 // addBiasRows adds bias[j] to column j of rows [0, rows) of y (row stride

@@ -73,11 +73,15 @@ type ConvArgs struct {
 	// Winograd F(2x2,3x3) path (CPU.PrepareConv); the CPU then runs this
 	// 3x3 stride-1 conv through it. Other devices ignore it.
 	Winograd []float32
+	// Packed, when set, holds the filters packed for the CPU's own GEMM
+	// (CPU.PrepareConv, cpu_gemm.go); the CPU then runs the conv through
+	// it. Other devices ignore it.
+	Packed []float32
 }
 
 // ConvPreparer is implemented by devices that precompute something per
 // convolution of an inference plan (the CPU: Winograd filters for its 3x3
-// stride-1 convs). PrepareConv returns c with it filled in, for the plan to
+// stride-1 convs, packed filters for the others). PrepareConv returns c with it filled in, for the plan to
 // pass to ConvScratch and Conv in place of c; c itself is not modified.
 type ConvPreparer interface {
 	PrepareConv(y, x NCHW, c ConvArgs) (ConvArgs, error)

@@ -194,6 +194,11 @@ func (m *Model) NewPlan(dev Device, inputSize int) (*Plan, error) {
 	if err := p.fuseSiblings(); err != nil {
 		return nil, err
 	}
+	for _, st := range p.steps {
+		if st.fusedOut.Data != nil {
+			scratch = max(scratch, dev.ConvScratch(st.fusedOut, p.view(st.from[0]), st.conv))
+		}
+	}
 	if p.scratch, err = dev.Alloc(scratch); err != nil {
 		return nil, fmt.Errorf("tiny: plan: scratch: %w", err)
 	}
@@ -282,7 +287,8 @@ func (p *Plan) Forward(input []float32) ([][]float32, error) {
 // an ELAN block, placed side by side in its concat) into one conv with the
 // filters stacked in buffer order: one GEMM of twice the rows instead of
 // two. The result is the same numbers (each output row is its own dot
-// products). Scratch needs no change: a direct 1x1 conv uses none.
+// products). The fused conv is prepared again (ConvPreparer) and may need
+// scratch of its own (NewPlan sizes it).
 func (p *Plan) fuseSiblings() error {
 	for i := 0; i+1 < len(p.steps); i++ {
 		a, b := &p.steps[i], &p.steps[i+1]
@@ -319,6 +325,11 @@ func (p *Plan) fuseSiblings() error {
 		copy(bias[len(first.Bias):], second.Bias)
 		a.conv = ConvArgs{Weight: w, Bias: bias, K: 1, S: 1, Act: a.conv.Act}
 		a.fusedOut = NCHW{Data: lo.Data, N: 1, C: lo.C + hi.C, H: lo.H, W: lo.W, Stride: lo.Stride}
+		if cp, ok := p.dev.(ConvPreparer); ok {
+			if a.conv, err = cp.PrepareConv(a.fusedOut, p.view(a.from[0]), a.conv); err != nil {
+				return fmt.Errorf("tiny: plan: fused conv %d+%d: %w", a.layer, b.layer, err)
+			}
+		}
 		b.skip = true
 		i++
 	}

@@ -162,6 +162,7 @@ type winogradPlan struct {
 	chunks   int // chunks of output channels
 	ldv      int // tiles per band (rows*tw): the row stride of V and M
 	perItem  int // scratch values of one worker
+	kc, tile int // packed GEMM: K block and columns per call (0: SGEMM)
 	outPlane int
 }
 
@@ -195,6 +196,14 @@ func (d *CPU) winogradSplit(y, x NCHW) winogradPlan {
 			s.bands = (th + s.rows - 1) / s.rows
 			s.ldv = s.rows * tw
 			s.perItem = 16 * (x.C + s.mc) * s.ldv
+			if d.packedGEMM() {
+				// V and M rows of an odd number of cache lines (the
+				// kernel reads V column-wise, see oddLines)
+				s.ldv = oddLines(s.ldv)
+				s.perItem = 16 * (x.C + s.mc) * s.ldv
+				s.kc = min(x.C, gemmKC)
+				s.tile = min((d.tileCols+gemmNR-1)/gemmNR, (s.ldv+gemmNR-1)/gemmNR) * gemmNR
+			}
 			items := y.N * s.bands * s.chunks
 			rounds := (items + d.threads - 1) / d.threads
 			score := float64(items) / float64(rounds*d.threads) * min(1, float64(s.ldv)/64) * min(1, float64(s.mc)/64)
@@ -211,23 +220,48 @@ func (d *CPU) winogradSplit(y, x NCHW) winogradPlan {
 // too narrow to beat one im2col GEMM.
 const winogradMinTiles = 32
 
-// PrepareConv implements ConvPreparer: a 3x3 stride-1 conv gets its
-// Winograd filters (16/9 of its weights in memory).
+// PrepareConv implements ConvPreparer: a 3x3 stride-1 conv on a map large
+// enough gets its Winograd filters (16/9 of its weights in memory); any
+// other conv, on a CPU with AVX-512, its filters packed for the
+// packed-GEMM path (cpu_gemm.go).
 func (d *CPU) PrepareConv(y, x NCHW, c ConvArgs) (ConvArgs, error) {
-	if d.noWinograd || !winogradApplies(x, c) || d.winogradSplit(y, x).ldv < winogradMinTiles {
-		return c, nil
+	c.Winograd, c.Packed = nil, nil
+	if s := d.winogradSplit(y, x); !d.noWinograd && winogradApplies(x, c) && s.rows*s.tw >= winogradMinTiles {
+		return d.withWinograd(y, x, c)
 	}
-	return withWinograd(y, x, c)
+	if d.packedGEMM() {
+		return withPackedWeights(y, x, c)
+	}
+	return c, nil
 }
 
-// withWinograd returns c with its Winograd filters.
-func withWinograd(y, x NCHW, c ConvArgs) (ConvArgs, error) {
+// withWinograd returns c with its Winograd filters: U[xi] (16 matrices of
+// y.C x x.C), each packed for the packed-GEMM path where d runs it.
+func (d *CPU) withWinograd(y, x NCHW, c ConvArgs) (ConvArgs, error) {
 	if len(c.Weight) != 9*y.C*x.C {
 		return c, fmt.Errorf("conv: %d weights, want %d (%dx%dx3x3)", len(c.Weight), 9*y.C*x.C, y.C, x.C)
 	}
-	c.Winograd = make([]float32, 16*y.C*x.C)
-	C.wino_filters(fptr(c.Winograd), fptr(c.Weight), C.int(y.C), C.int(x.C))
+	u := make([]float32, 16*y.C*x.C)
+	C.wino_filters(fptr(u), fptr(c.Weight), C.int(y.C), C.int(x.C))
+	if !d.packedGEMM() {
+		c.Winograd = u
+		return c, nil
+	}
+	c.Winograd = make([]float32, d.winogradLen(y.C, x.C))
+	per := len(c.Winograd) / 16
+	for xi := 0; xi < 16; xi++ {
+		packWeights(c.Winograd[xi*per:], u[xi*y.C*x.C:], y.C, x.C)
+	}
 	return c, nil
+}
+
+// winogradLen is the number of Winograd filter values of an out x in conv
+// on d: 16 matrices, padded to whole blocks of gemmMR rows when packed.
+func (d *CPU) winogradLen(out, in int) int {
+	if d.packedGEMM() {
+		out = (out + gemmMR - 1) / gemmMR * gemmMR
+	}
+	return 16 * out * in
 }
 
 // convWinograd is Conv for c.Winograd set (checked by Conv).
@@ -269,9 +303,17 @@ func (t *winogradTask) run(w, i int) {
 	m := scr[16*x.C*s.ldv:]
 	C.wino_input(fptr(v), C.size_t(s.ldv), fptr(x.Image(n)), C.int(x.C), C.int(x.H), C.int(x.W),
 		C.int(ty0), C.int(ty1), C.int(s.tw))
-	for xi := 0; xi < 16; xi++ {
-		u := c.Winograd[(xi*y.C+m0)*x.C:]
-		sgemm(mc, cols, x.C, u, x.C, v[xi*x.C*s.ldv:], s.ldv, m[xi*mc*s.ldv:], s.ldv)
+	if s.kc > 0 {
+		per := len(c.Winograd) / 16
+		for xi := 0; xi < 16; xi++ {
+			gemmTiles(c.Winograd[xi*per+m0*x.C:], mc, x.C, s.kc, v[xi*x.C*s.ldv:], s.ldv, cols, s.tile,
+				m[xi*mc*s.ldv:], s.ldv)
+		}
+	} else {
+		for xi := 0; xi < 16; xi++ {
+			u := c.Winograd[(xi*y.C+m0)*x.C:]
+			sgemm(mc, cols, x.C, u, x.C, v[xi*x.C*s.ldv:], s.ldv, m[xi*mc*s.ldv:], s.ldv)
+		}
 	}
 	C.wino_output(fptr(y.Image(n)[m0*s.outPlane:]), C.int(y.H), C.int(y.W), fptr(m), C.size_t(s.ldv), C.int(mc),
 		C.int(ty0), C.int(ty1), C.int(s.tw), fptr(c.Bias[m0:]), actCode(c.Act), C.float(LeakySlope))

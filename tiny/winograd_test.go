@@ -38,7 +38,7 @@ func TestCPUWinogradMatchesReference(t *testing.T) {
 				c := ConvArgs{Weight: devRandSlice(r, tc.out*tc.in*9), Bias: devRandSlice(r, tc.out), K: 3, S: 1, Pad: 1, Act: tc.act}
 				want, mag, ho, wo := devRefConv(x, c, tc.out)
 				y := devEmbed(r, tc.n, tc.out, ho, wo, 2)
-				c, err := withWinograd(y, x, c)
+				c, err := dev.withWinograd(y, x, c)
 				if err != nil {
 					t.Fatal(err)
 				}
