@@ -191,35 +191,8 @@ func (d *CPU) Head(dst []float32, x NCHW, c ConvArgs, na int) error {
 	tiles := (hw + rows - 1) / rows
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	t := &d.head
-	*t = headTask{dst: dst, x: x, c: c, na: na, rows: rows, tiles: tiles}
-	d.parallel(x.N*tiles, t)
-	*t = headTask{}
+	d.headTiles(dst, x, c, na, rows, tiles)
 	return nil
-}
-
-// headTask is Head's loop body: item i is position tile i%tiles of image
-// i/tiles.
-type headTask struct {
-	dst             []float32
-	x               NCHW
-	c               ConvArgs
-	na, rows, tiles int
-}
-
-func (t *headTask) run(_, i int) {
-	x, c, na := &t.x, &t.c, t.na
-	in, hw := x.C, x.Plane()
-	no := len(c.Bias) / na
-	n, ti := i/t.tiles, i%t.tiles
-	p0 := ti * t.rows
-	p1 := min(p0+t.rows, hw)
-	img := x.Image(n)
-	for a := 0; a < na; a++ {
-		out := t.dst[((n*na+a)*hw+p0)*no:]
-		sgemmT(true, true, p1-p0, no, in, img[p0:], hw, c.Weight[a*no*in:], in, out, no)
-		addBiasRows(out, p1-p0, no, c.Bias[a*no:(a+1)*no])
-	}
 }
 
 func errConvScratch(have, want int) error {

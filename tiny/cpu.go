@@ -26,22 +26,22 @@ type CPU struct {
 	// (cpu_gemm.go), so convs go through OpenBLAS (side-by-side
 	// benchmarks and tests).
 	noPacked bool
+	// winoBudget is the target scratch of one Winograd work item
+	// (winogradBudget).
+	winoBudget int
 
 	// mu serialises ops: the pool and the task structs below serve one
 	// parallel-for at a time.
 	mu   sync.Mutex
 	pool *workerPool
+	cp   *cPool // for the loops with C bodies (pool.h)
 
 	// Preallocated parallel-for bodies, one per kind of loop.
 	convCols convColsTask
 	convCol  im2colTask
 	convRows convRowsTask
 	wino     winogradTask
-	packed   packedTask
-	head     headTask
-	pool2    poolTask
 	affine   affineTask
-	upsample upsampleTask
 
 	cpuTrain // the training ops' task structs (cpu_backward.go)
 }
@@ -63,12 +63,15 @@ func NewCPU(threads int) *CPU {
 		threads = runtime.GOMAXPROCS(0)
 	}
 	setBLASThreads(1)
-	d := &CPU{threads: threads, tileCols: DefaultTileCols}
+	d := &CPU{threads: threads, tileCols: DefaultTileCols, winoBudget: winogradBudget}
 	if threads > 1 {
 		d.pool = newWorkerPool(threads - 1)
 		// Stop the workers once the device is unreachable (they hold no
 		// reference to it between ops), for callers that never Close.
 		runtime.AddCleanup(d, func(p *workerPool) { p.close() }, d.pool)
+		if d.cp = newCPool(threads - 1); d.cp != nil {
+			runtime.AddCleanup(d, func(p *cPool) { p.close() }, d.cp)
+		}
 	}
 	return d
 }
@@ -83,6 +86,8 @@ func (d *CPU) Close() {
 		d.pool.close()
 		d.pool = nil
 	}
+	d.cp.close()
+	d.cp = nil
 }
 
 // Threads is the number of goroutines each op runs on.
@@ -117,29 +122,6 @@ func (d *CPU) Upsample2x(y, x NCHW) error {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	t := &d.upsample
-	t.y, t.x = y, x
-	d.parallel(x.N*x.C, t)
-	*t = upsampleTask{}
+	d.upsamplePlanes(y, x)
 	return nil
-}
-
-// upsampleTask is Upsample2x's loop body: item i is plane i.
-type upsampleTask struct{ y, x NCHW }
-
-func (t *upsampleTask) run(_, i int) {
-	x, y := t.x, t.y
-	h, w := x.H, x.W
-	n, c := i/x.C, i%x.C
-	src := x.Image(n)[c*h*w : (c+1)*h*w]
-	dst := y.Image(n)[c*4*h*w : (c+1)*4*h*w]
-	for r := 0; r < h; r++ {
-		in := src[r*w : (r+1)*w]
-		out := dst[2*r*2*w : (2*r+1)*2*w]
-		for j, v := range in {
-			out[2*j] = v
-			out[2*j+1] = v
-		}
-		copy(dst[(2*r+1)*2*w:(2*r+2)*2*w], out)
-	}
 }

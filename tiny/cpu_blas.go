@@ -7,6 +7,7 @@ package tiny
 #include <string.h>
 #include <cblas.h>
 #include "im2col.h"
+#include "pool.h"
 
 // bias_act adds bias[o] to cols values of each of rows rows of y (row
 // stride ld), then applies act (0 none, 1 ReLU, 2 LeakyReLU(slope)).
@@ -79,6 +80,79 @@ static void max_pool_2x2(float *dst, const float *src, int w, int ho, int wo) {
 		}
 	}
 }
+
+// The loop bodies of MaxPool, Upsample2x and Head, run on the C pool.
+
+// pool_args are one max-pool's parameters: item i is plane i%c of image i/c.
+typedef struct {
+	const float *x;
+	float *y, *scratch;
+	size_t xbatch, ybatch, perItem;
+	int c, h, w, ho, wo, k, s, pad;
+} pool_args;
+
+static void pool_item(const void *va, int worker, int i) {
+	const pool_args *a = va;
+	const int n = i / a->c, ch = i % a->c;
+	const float *src = a->x + n * a->xbatch + (size_t)ch * a->h * a->w;
+	float *dst = a->y + n * a->ybatch + (size_t)ch * a->ho * a->wo;
+	if (a->k == 2 && a->s == 2 && a->pad == 0) {
+		max_pool_2x2(dst, src, a->w, a->ho, a->wo);
+	} else {
+		max_pool_plane(dst, src, a->scratch + worker * a->perItem, a->h, a->w, a->ho, a->wo, a->k, a->s, a->pad);
+	}
+}
+
+static void max_pool(y7_pool *pool, int items, pool_args a) { y7_pool_run(pool, items, pool_item, &a); }
+
+// up_args are one 2x nearest upsample's parameters: item i is plane i%c of
+// image i/c.
+typedef struct {
+	const float *x;
+	float *y;
+	size_t xbatch, ybatch;
+	int c, h, w;
+} up_args;
+
+static void up_item(const void *va, int worker, int i) {
+	const up_args *a = va;
+	const int n = i / a->c, ch = i % a->c, h = a->h, w = a->w;
+	const float *src = a->x + n * a->xbatch + (size_t)ch * h * w;
+	float *dst = a->y + n * a->ybatch + (size_t)ch * 4 * h * w;
+	for (int r = 0; r < h; r++) {
+		const float *in = src + (size_t)r * w;
+		float *out = dst + (size_t)2 * r * 2 * w;
+		for (int j = 0; j < w; j++) out[2 * j] = out[2 * j + 1] = in[j];
+		memcpy(out + 2 * w, out, sizeof(float) * 2 * w);
+	}
+}
+
+static void upsample2x(y7_pool *pool, int items, up_args a) { y7_pool_run(pool, items, up_item, &a); }
+
+// head_args are one detect conv's parameters: item i is position tile
+// i%tiles (rows positions) of image i/tiles; for each anchor the GEMM
+// X^T·W_a^T (positions x no) lands in the NA x H x W x NO layout.
+typedef struct {
+	float *dst;
+	const float *x, *w, *bias;
+	size_t xbatch;
+	int in, hw, na, no, rows, tiles;
+} head_args;
+
+static void head_item(const void *va, int worker, int i) {
+	const head_args *a = va;
+	const int n = i / a->tiles, ti = i % a->tiles;
+	const int p0 = ti * a->rows, p1 = p0 + a->rows < a->hw ? p0 + a->rows : a->hw;
+	const float *img = a->x + n * a->xbatch;
+	for (int an = 0; an < a->na; an++) {
+		float *out = a->dst + ((size_t)(n * a->na + an) * a->hw + p0) * a->no;
+		cblas_sgemm(CblasRowMajor, CblasTrans, CblasTrans, p1 - p0, a->no, a->in, 1,
+			img + p0, a->hw, a->w + (size_t)an * a->no * a->in, a->in, 0, out, a->no);
+		add_bias_rows(out, p1 - p0, a->no, a->no, a->bias + an * a->no);
+	}
+}
+
+static void head(y7_pool *pool, int items, head_args a) { y7_pool_run(pool, items, head_item, &a); }
 */
 import "C"
 
@@ -167,4 +241,34 @@ func maxPoolPlane(dst, src, tmp []float32, h, w, ho, wo int, p PoolArgs) {
 // max of a 2x2 block of two input rows of width w.
 func maxPool2x2(dst, src []float32, w, ho, wo int) {
 	C.max_pool_2x2(fptr(dst), fptr(src), C.int(w), C.int(ho), C.int(wo))
+}
+
+// maxPoolPlanes runs MaxPool's planes on the C pool (scratch: one H x Wo
+// plane per worker, or none for the 2x2 window). The caller holds d.mu.
+func (d *CPU) maxPoolPlanes(y, x NCHW, p PoolArgs, scratch []float32) {
+	a := C.pool_args{
+		x: fptr(x.Data), y: fptr(y.Data), xbatch: C.size_t(x.BatchStride()), ybatch: C.size_t(y.BatchStride()),
+		perItem: C.size_t(x.H * y.W), c: C.int(x.C), h: C.int(x.H), w: C.int(x.W), ho: C.int(y.H), wo: C.int(y.W),
+		k: C.int(p.K), s: C.int(p.S), pad: C.int(p.Pad),
+	}
+	if len(scratch) > 0 {
+		a.scratch = fptr(scratch)
+	}
+	C.max_pool(d.cpool(), C.int(x.N*x.C), a)
+}
+
+// upsamplePlanes runs Upsample2x's planes on the C pool. The caller holds
+// d.mu.
+func (d *CPU) upsamplePlanes(y, x NCHW) {
+	a := C.up_args{x: fptr(x.Data), y: fptr(y.Data), xbatch: C.size_t(x.BatchStride()), ybatch: C.size_t(y.BatchStride()),
+		c: C.int(x.C), h: C.int(x.H), w: C.int(x.W)}
+	C.upsample2x(d.cpool(), C.int(x.N*x.C), a)
+}
+
+// headTiles runs Head's position tiles (rows positions each) on the C
+// pool. The caller holds d.mu.
+func (d *CPU) headTiles(dst []float32, x NCHW, c ConvArgs, na, rows, tiles int) {
+	a := C.head_args{dst: fptr(dst), x: fptr(x.Data), w: fptr(c.Weight), bias: fptr(c.Bias), xbatch: C.size_t(x.BatchStride()),
+		in: C.int(x.C), hw: C.int(x.Plane()), na: C.int(na), no: C.int(len(c.Bias) / na), rows: C.int(rows), tiles: C.int(tiles)}
+	C.head(d.cpool(), C.int(x.N*tiles), a)
 }

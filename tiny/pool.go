@@ -24,36 +24,11 @@ func (d *CPU) MaxPool(y, x NCHW, p PoolArgs, scratch []float32) error {
 	if err := checkPool(y, x, p); err != nil {
 		return err
 	}
-	plane := x.H * y.W
 	if need := d.PoolScratch(y, x, p); len(scratch) < need {
 		return fmt.Errorf("maxpool: scratch has %d values, want %d (see PoolScratch)", len(scratch), need)
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	t := &d.pool2
-	*t = poolTask{y: y, x: x, p: p, scratch: scratch, plane: plane}
-	d.parallel(x.N*x.C, t)
-	*t = poolTask{}
+	d.maxPoolPlanes(y, x, p, scratch)
 	return nil
-}
-
-// poolTask is MaxPool's loop body: item i is plane i.
-type poolTask struct {
-	y, x    NCHW
-	p       PoolArgs
-	scratch []float32
-	plane   int
-}
-
-func (t *poolTask) run(w, i int) {
-	x, y, p := &t.x, &t.y, t.p
-	hw, ohw := x.Plane(), y.Plane()
-	n, c := i/x.C, i%x.C
-	src := x.Image(n)[c*hw : (c+1)*hw]
-	dst := y.Image(n)[c*ohw : (c+1)*ohw]
-	if p.K == 2 && p.S == 2 && p.Pad == 0 {
-		maxPool2x2(dst, src, x.W, y.H, y.W)
-		return
-	}
-	maxPoolPlane(dst, src, t.scratch[w*t.plane:(w+1)*t.plane], x.H, x.W, y.H, y.W, p)
 }

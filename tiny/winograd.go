@@ -5,6 +5,8 @@ package tiny
 #include <stddef.h>
 #include <string.h>
 #include "vec.h"
+#include "gemm.h"
+#include "pool.h"
 
 // Winograd F(2x2, 3x3) (Lavin and Gray, "Fast Algorithms for Convolutional
 // Neural Networks", 2016): a 2x2 output tile of a 3x3 stride-1 conv is
@@ -134,6 +136,39 @@ Y7_VEC static void wino_output(float *y, int ho, int wo, const float *M, size_t 
 		}
 	}
 }
+
+// wino_args are one Winograd conv's parameters on the packed-GEMM path
+// (see convWinograd).
+typedef struct {
+	const float *u, *bias, *x;
+	float *y, *scratch;
+	size_t xbatch, ybatch, perItem, ldv, uper;
+	int cin, cout, h, w, ho, wo, tw, th, rows, bands, mc, chunks, kc, tile, act;
+	float slope;
+} wino_args;
+
+// wino_item is item i: chunk i%chunks of output channels, band
+// (i/chunks)%bands of tile rows, image i/(chunks*bands).
+static void wino_item(const void *va, int worker, int i) {
+	const wino_args *a = va;
+	const int j = i % a->chunks, b = (i / a->chunks) % a->bands, n = i / (a->chunks * a->bands);
+	const int ty0 = b * a->rows, ty1 = ty0 + a->rows < a->th ? ty0 + a->rows : a->th;
+	const int m0 = j * a->mc, mc = a->mc < a->cout - m0 ? a->mc : a->cout - m0;
+	const int cols = (ty1 - ty0) * a->tw;
+	float *v = a->scratch + (size_t)worker * a->perItem;
+	float *m = v + (size_t)16 * a->cin * a->ldv;
+	wino_input(v, a->ldv, a->x + n * a->xbatch, a->cin, a->h, a->w, ty0, ty1, a->tw);
+	for (int xi = 0; xi < 16; xi++) {
+		gemm_tiles(a->u + xi * a->uper + (size_t)m0 * a->cin, mc, a->cin, a->kc, v + (size_t)xi * a->cin * a->ldv, a->ldv,
+			cols, a->tile, m + (size_t)xi * mc * a->ldv, a->ldv);
+	}
+	wino_output(a->y + n * a->ybatch + (size_t)m0 * a->ho * a->wo, a->ho, a->wo, m, a->ldv, mc, ty0, ty1, a->tw,
+		a->bias + m0, a->act, a->slope);
+}
+
+static void wino_packed(y7_pool *pool, int items, wino_args a) {
+	y7_pool_run(pool, items, wino_item, &a);
+}
 */
 import "C"
 
@@ -188,7 +223,7 @@ func (d *CPU) winogradSplit(y, x NCHW) winogradPlan {
 	tw, th := (y.W+1)/2, (y.H+1)/2
 	for _, chunks := range []int{1, d.threads} {
 		mc := min(y.C, ((y.C+chunks-1)/chunks+15)/16*16)
-		rowsMax := min(th, max(1, winogradBudget/(16*(x.C+mc))/tw))
+		rowsMax := min(th, max(1, d.winoBudget/(16*(x.C+mc))/tw))
 		b0 := (th + rowsMax - 1) / rowsMax
 		for _, bands := range []int{b0, min(th, (b0+d.threads-1)/d.threads*d.threads)} {
 			s := winogradPlan{tw: tw, th: th, outPlane: y.H * y.W, mc: mc, chunks: (y.C + mc - 1) / mc}
@@ -270,6 +305,20 @@ func (d *CPU) convWinograd(y, x NCHW, c ConvArgs, scratch []float32) error {
 	if need := s.scratch(d.threads, y.N); len(scratch) < need {
 		return errConvScratch(len(scratch), need)
 	}
+	if s.kc > 0 {
+		a := C.wino_args{
+			u: fptr(c.Winograd), bias: fptr(c.Bias), x: fptr(x.Data), y: fptr(y.Data), scratch: fptr(scratch),
+			xbatch: C.size_t(x.BatchStride()), ybatch: C.size_t(y.BatchStride()), perItem: C.size_t(s.perItem),
+			ldv: C.size_t(s.ldv), uper: C.size_t(len(c.Winograd) / 16),
+			cin: C.int(x.C), cout: C.int(y.C), h: C.int(x.H), w: C.int(x.W), ho: C.int(y.H), wo: C.int(y.W),
+			tw: C.int(s.tw), th: C.int(s.th), rows: C.int(s.rows), bands: C.int(s.bands), mc: C.int(s.mc), chunks: C.int(s.chunks),
+			kc: C.int(s.kc), tile: C.int(s.tile), act: actCode(c.Act), slope: C.float(LeakySlope),
+		}
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		C.wino_packed((*C.y7_pool)(d.cpool()), C.int(y.N*s.bands*s.chunks), a)
+		return nil
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	t := &d.wino
@@ -303,17 +352,9 @@ func (t *winogradTask) run(w, i int) {
 	m := scr[16*x.C*s.ldv:]
 	C.wino_input(fptr(v), C.size_t(s.ldv), fptr(x.Image(n)), C.int(x.C), C.int(x.H), C.int(x.W),
 		C.int(ty0), C.int(ty1), C.int(s.tw))
-	if s.kc > 0 {
-		per := len(c.Winograd) / 16
-		for xi := 0; xi < 16; xi++ {
-			gemmTiles(c.Winograd[xi*per+m0*x.C:], mc, x.C, s.kc, v[xi*x.C*s.ldv:], s.ldv, cols, s.tile,
-				m[xi*mc*s.ldv:], s.ldv)
-		}
-	} else {
-		for xi := 0; xi < 16; xi++ {
-			u := c.Winograd[(xi*y.C+m0)*x.C:]
-			sgemm(mc, cols, x.C, u, x.C, v[xi*x.C*s.ldv:], s.ldv, m[xi*mc*s.ldv:], s.ldv)
-		}
+	for xi := 0; xi < 16; xi++ {
+		u := c.Winograd[(xi*y.C+m0)*x.C:]
+		sgemm(mc, cols, x.C, u, x.C, v[xi*x.C*s.ldv:], s.ldv, m[xi*mc*s.ldv:], s.ldv)
 	}
 	C.wino_output(fptr(y.Image(n)[m0*s.outPlane:]), C.int(y.H), C.int(y.W), fptr(m), C.size_t(s.ldv), C.int(mc),
 		C.int(ty0), C.int(ty1), C.int(s.tw), fptr(c.Bias[m0:]), actCode(c.Act), C.float(LeakySlope))
