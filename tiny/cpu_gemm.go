@@ -103,7 +103,14 @@ func (d *CPU) packedSplit(y, x NCHW, c ConvArgs) packedPlan {
 	s.cols = min((d.tileCols+gemmNR-1)/gemmNR, (plane+gemmNR-1)/gemmNR) * gemmNR
 	s.tiles = (plane + s.cols - 1) / s.cols
 	s.mc, s.chunks = y.C, 1
-	if want := 2 * d.threads; y.N*s.tiles < want && y.C > gemmMR {
+	// Each row chunk of a tile fills the tile's im2col blocks again, so a
+	// kxk conv takes one chunk per worker; a 1x1 conv fills nothing and
+	// takes two, for balance.
+	want := d.threads
+	if direct1x1(c) {
+		want = 2 * d.threads
+	}
+	if y.N*s.tiles < want && y.C > gemmMR {
 		chunks := (want + y.N*s.tiles - 1) / (y.N * s.tiles)
 		s.mc = ((y.C+chunks-1)/chunks + gemmMR - 1) / gemmMR * gemmMR
 		s.chunks = (y.C + s.mc - 1) / s.mc

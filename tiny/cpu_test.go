@@ -102,6 +102,8 @@ func devDense(t NCHW) []float32 {
 
 // TestCPUConvMatchesReference checks the im2col+SGEMM and direct paths,
 // both splits (over positions and over output channels), strides,
+// K blocks of the packed-GEMM path (run after the OpenBLAS path on CPUs
+// with AVX-512),
 // paddings, activations, batch 2 and channel-slice views. Tolerance: the
 // float64 reference is exact to float32 precision; a float32 sum of K
 // terms errs by at most about K*eps32*sum|terms| (eps32 = 6e-8), and far
@@ -124,6 +126,9 @@ func TestCPUConvMatchesReference(t *testing.T) {
 		{1, 32, 64, 64, 64, 3, 1, 1, ActReLU},   // several tiles per goroutine
 		{1, 64, 20, 20, 20, 3, 1, 1, ActLeaky},  // 20x20, channel split with im2col
 		{1, 128, 255, 10, 10, 1, 1, 0, ActNone}, // detect conv shape
+		{1, 300, 20, 12, 12, 1, 1, 0, ActReLU},  // 1x1 over two K blocks (packed path)
+		{2, 40, 24, 30, 29, 3, 1, 1, ActLeaky},  // 3x3 over two K blocks, batch 2
+		{1, 24, 13, 50, 50, 3, 2, 1, ActReLU},   // stride 2 over two K blocks, rows past a block of 8
 	}
 	for _, threads := range []int{1, 2, 3} {
 		dev := NewCPU(threads)
@@ -136,7 +141,15 @@ func TestCPUConvMatchesReference(t *testing.T) {
 				c := ConvArgs{Weight: devRandSlice(r, tc.out*tc.in*tc.k*tc.k), Bias: devRandSlice(r, tc.out), K: tc.k, S: tc.s, Pad: tc.pad, Act: tc.act}
 				want, mag, ho, wo := devRefConv(x, c, tc.out)
 				y := devEmbed(r, tc.n, tc.out, ho, wo, 2)
-				devCheckConv(t, dev, y, x, c, want, mag, 2e-6, 1e-6)
+				devCheckConv(t, dev, y, x, c, want, mag, 2e-6, 1e-6) // OpenBLAS
+				if !hasPackedGEMM {
+					return // no AVX-512: the packed path is never chosen
+				}
+				pc, err := withPackedWeights(y, x, c)
+				if err != nil {
+					t.Fatal(err)
+				}
+				devCheckConv(t, dev, y, x, pc, want, mag, 2e-6, 1e-6)
 			})
 		}
 	}

@@ -277,3 +277,61 @@ func BenchmarkPlanForward(b *testing.B) {
 		})
 	}
 }
+
+// TestPlanCascadesSPPPools: the plan runs the SPP block's 9 and 13 pools
+// as 5-wide pools of the 5 and 9 outputs, and the results are exactly the
+// direct pools of the block's input.
+func TestPlanCascadesSPPPools(t *testing.T) {
+	m, err := NewRandom(Config{NC: 3, Seed: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev := NewCPU(2)
+	defer dev.Close()
+	const size = 160
+	p, err := m.NewPlan(dev, size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := make([]float32, 3*size*size)
+	r := rand.New(rand.NewPCG(4, 5))
+	for i := range in {
+		in[i] = r.Float32()
+	}
+	if _, err := p.Forward(in); err != nil {
+		t.Fatal(err)
+	}
+	var cascaded int
+	for _, st := range p.steps {
+		l := m.Spec.Layers[st.layer]
+		if st.kind != KindMaxPool || l.S != 1 {
+			continue
+		}
+		src := st.layer + l.From[0]
+		if st.from[0] != src {
+			cascaded++
+			if st.pool.K != 5 || st.from[0] != st.layer-1 {
+				t.Errorf("layer %d (pool %d): runs as a %d-wide pool of layer %d, want 5-wide of layer %d", st.layer, l.K, st.pool.K, st.from[0], st.layer-1)
+			}
+		}
+		x := p.outs[src]
+		y := NCHW{N: 1, C: x.C, H: x.H, W: x.W, Data: make([]float32, x.C*x.H*x.W)}
+		args := PoolArgs{K: l.K, S: 1, Pad: l.Pad}
+		if err := dev.MaxPool(y, x, args, make([]float32, dev.PoolScratch(y, x, args))); err != nil {
+			t.Fatal(err)
+		}
+		got := p.outs[st.layer]
+		for c := 0; c < x.C; c++ {
+			g := got.Image(0)[c*x.Plane() : (c+1)*x.Plane()]
+			w := y.Data[c*x.Plane() : (c+1)*x.Plane()]
+			for i := range w {
+				if g[i] != w[i] {
+					t.Fatalf("layer %d (pool %d): channel %d value %d = %v, direct pool %v", st.layer, l.K, c, i, g[i], w[i])
+				}
+			}
+		}
+	}
+	if cascaded != 2 {
+		t.Errorf("%d SPP pools cascaded, want 2 (the 9 and 13 pools)", cascaded)
+	}
+}

@@ -29,23 +29,26 @@ func TestCPUWinogradMatchesReference(t *testing.T) {
 		{1, 128, 48, 20, 20, ActReLU}, // small map: channel split
 	}
 	for _, threads := range []int{1, 2, 3} {
-		dev := NewCPU(threads)
-		for _, tc := range tests {
-			name := fmt.Sprintf("t%d/%dx%dx%dx%d-o%d-%s", threads, tc.n, tc.in, tc.h, tc.w, tc.out, tc.act)
-			t.Run(name, func(t *testing.T) {
-				r := rand.New(rand.NewPCG(2, uint64(tc.in*1000+tc.out)))
-				x := devEmbed(r, tc.n, tc.in, tc.h, tc.w, 3)
-				c := ConvArgs{Weight: devRandSlice(r, tc.out*tc.in*9), Bias: devRandSlice(r, tc.out), K: 3, S: 1, Pad: 1, Act: tc.act}
-				want, mag, ho, wo := devRefConv(x, c, tc.out)
-				y := devEmbed(r, tc.n, tc.out, ho, wo, 2)
-				c, err := dev.withWinograd(y, x, c)
-				if err != nil {
-					t.Fatal(err)
-				}
-				devCheckConv(t, dev, y, x, c, want, mag, 1e-5, 2e-6)
-			})
+		for _, blas := range []bool{false, true} {
+			dev := NewCPU(threads)
+			dev.noPacked = blas // the products through OpenBLAS, else the packed GEMM where the CPU has it
+			for _, tc := range tests {
+				name := fmt.Sprintf("t%d/blas=%v/%dx%dx%dx%d-o%d-%s", threads, blas, tc.n, tc.in, tc.h, tc.w, tc.out, tc.act)
+				t.Run(name, func(t *testing.T) {
+					r := rand.New(rand.NewPCG(2, uint64(tc.in*1000+tc.out)))
+					x := devEmbed(r, tc.n, tc.in, tc.h, tc.w, 3)
+					c := ConvArgs{Weight: devRandSlice(r, tc.out*tc.in*9), Bias: devRandSlice(r, tc.out), K: 3, S: 1, Pad: 1, Act: tc.act}
+					want, mag, ho, wo := devRefConv(x, c, tc.out)
+					y := devEmbed(r, tc.n, tc.out, ho, wo, 2)
+					c, err := dev.withWinograd(y, x, c)
+					if err != nil {
+						t.Fatal(err)
+					}
+					devCheckConv(t, dev, y, x, c, want, mag, 1e-5, 2e-6)
+				})
+			}
+			dev.Close()
 		}
-		dev.Close()
 	}
 }
 
