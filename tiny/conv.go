@@ -191,6 +191,13 @@ func (d *CPU) Head(dst []float32, x NCHW, c ConvArgs, na int) error {
 	tiles := (hw + rows - 1) / rows
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if c.Packed != nil {
+		if len(c.Packed) != len(c.Weight) || !d.packedGEMM() {
+			return fmt.Errorf("head: %d transposed filter values, want %d on a CPU with AVX-512 (see PrepareHead)", len(c.Packed), len(c.Weight))
+		}
+		d.headPacked(dst, x, c, na, rows, tiles)
+		return nil
+	}
 	d.headTiles(dst, x, c, na, rows, tiles)
 	return nil
 }

@@ -34,6 +34,27 @@ static void conv_packed(y7_pool *pool, int items, conv_args a) {
 	y7_pool_run(pool, items, conv_item, &a);
 }
 
+// head_args are one detect conv's parameters: item i is position tile
+// i%tiles (rows positions) of image i/tiles, every anchor.
+typedef struct {
+	float *dst;
+	const float *x, *wt, *bias;
+	size_t xbatch;
+	int in, hw, na, no, rows, tiles;
+} packed_head_args;
+
+static void packed_head_item(const void *va, int worker, int i) {
+	const packed_head_args *a = va;
+	const int n = i / a->tiles, ti = i % a->tiles;
+	const int p0 = ti * a->rows, p1 = p0 + a->rows < a->hw ? p0 + a->rows : a->hw;
+	for (int an = 0; an < a->na; an++) {
+		head_tile(a->x + n * a->xbatch, a->in, a->hw, a->wt + (size_t)an * a->in * a->no, a->no, a->bias + an * a->no,
+			a->dst + ((size_t)(n * a->na + an) * a->hw + p0) * a->no, p0, p1);
+	}
+}
+
+static void head_packed(y7_pool *pool, int items, packed_head_args a) { y7_pool_run(pool, items, packed_head_item, &a); }
+
 static y7_pool *pool_new(int helpers, long spin_ns) { return y7_pool_new(helpers, spin_ns); }
 static void pool_free(y7_pool *p) { y7_pool_free(p); }
 */
@@ -202,6 +223,37 @@ func (d *CPU) cpool() *C.y7_pool {
 		return nil
 	}
 	return d.cp.p
+}
+
+// PrepareHead implements HeadPreparer: on the packed-GEMM path the detect
+// conv's filters, transposed per anchor (na x In x no), so the head's GEMM
+// reads them as its B operand (Head).
+func (d *CPU) PrepareHead(x NCHW, c ConvArgs, na int) (ConvArgs, error) {
+	c.Packed = nil
+	if !d.packedGEMM() || na <= 0 || len(c.Bias)%na != 0 {
+		return c, nil
+	}
+	no := len(c.Bias) / na
+	if len(c.Weight) != na*no*x.C {
+		return c, fmt.Errorf("head: %d weights, want %d (%dx%d)", len(c.Weight), na*no*x.C, na*no, x.C)
+	}
+	c.Packed = make([]float32, len(c.Weight))
+	for a := 0; a < na; a++ {
+		for o := 0; o < no; o++ {
+			for ci := 0; ci < x.C; ci++ {
+				c.Packed[(a*x.C+ci)*no+o] = c.Weight[((a*no)+o)*x.C+ci]
+			}
+		}
+	}
+	return c, nil
+}
+
+// headPacked runs Head on the packed-GEMM path: tiles of rows positions,
+// every anchor's GEMM with the positions as rows. The caller holds d.mu.
+func (d *CPU) headPacked(dst []float32, x NCHW, c ConvArgs, na, rows, tiles int) {
+	a := C.packed_head_args{dst: fptr(dst), x: fptr(x.Data), wt: fptr(c.Packed), bias: fptr(c.Bias), xbatch: C.size_t(x.BatchStride()),
+		in: C.int(x.C), hw: C.int(x.Plane()), na: C.int(na), no: C.int(len(c.Bias) / na), rows: C.int(rows), tiles: C.int(tiles)}
+	C.head_packed(d.cpool(), C.int(x.N*tiles), a)
 }
 
 // packWeights writes w (m x kdim) packed for the micro-kernel into dst

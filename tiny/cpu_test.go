@@ -269,36 +269,48 @@ func TestCPUHeadMatchesReference(t *testing.T) {
 		{2, 16, 3, 85, 20, 20}, // a p5 head at 640, batch 2
 		{1, 5, 1, 4, 3, 3},     // one anchor
 		{1, 32, 3, 6, 40, 40},  // several tiles
+		{1, 300, 3, 85, 7, 9},  // two K blocks of the packed path, a last block of 7 positions
 	}
 	for _, threads := range []int{1, 2} {
-		dev := NewCPU(threads)
-		dev.tileCols = 300
-		for _, tc := range tests {
-			t.Run(fmt.Sprintf("t%d/%+v", threads, tc), func(t *testing.T) {
-				r := rand.New(rand.NewPCG(5, uint64(tc.in)))
-				x := devEmbed(r, tc.n, tc.in, tc.h, tc.w, 2)
-				out := tc.na * tc.no
-				c := ConvArgs{Weight: devRandSlice(r, out*tc.in), Bias: devRandSlice(r, out), K: 1, S: 1, Act: ActNone}
-				ref, mag, _, _ := devRefConv(x, c, out)
-				dst := make([]float32, tc.n*out*tc.h*tc.w)
-				if err := dev.Head(dst, x, c, tc.na); err != nil {
-					t.Fatal(err)
-				}
-				hw := tc.h * tc.w
-				for n := 0; n < tc.n; n++ {
-					for a := 0; a < tc.na; a++ {
-						for p := 0; p < hw; p++ {
-							for k := 0; k < tc.no; k++ {
-								g := dst[((n*tc.na+a)*hw+p)*tc.no+k]
-								ri := (n*out+a*tc.no+k)*hw + p
-								if e := math.Abs(float64(g) - ref[ri]); e > 2e-6*mag[ri]+1e-6 {
-									t.Fatalf("(n%d a%d p%d k%d) = %v, want %v", n, a, p, k, g, ref[ri])
+		for _, packed := range []bool{false, true} {
+			if packed && !hasPackedGEMM {
+				continue // no AVX-512: the packed path is never chosen
+			}
+			dev := NewCPU(threads)
+			dev.tileCols = 300
+			for _, tc := range tests {
+				t.Run(fmt.Sprintf("t%d/packed=%v/%+v", threads, packed, tc), func(t *testing.T) {
+					r := rand.New(rand.NewPCG(5, uint64(tc.in)))
+					x := devEmbed(r, tc.n, tc.in, tc.h, tc.w, 2)
+					out := tc.na * tc.no
+					c := ConvArgs{Weight: devRandSlice(r, out*tc.in), Bias: devRandSlice(r, out), K: 1, S: 1, Act: ActNone}
+					ref, mag, _, _ := devRefConv(x, c, out)
+					if packed {
+						var err error
+						if c, err = dev.PrepareHead(x, c, tc.na); err != nil || c.Packed == nil {
+							t.Fatalf("PrepareHead: %v (transposed filters: %v)", err, c.Packed != nil)
+						}
+					}
+					dst := make([]float32, tc.n*out*tc.h*tc.w)
+					if err := dev.Head(dst, x, c, tc.na); err != nil {
+						t.Fatal(err)
+					}
+					hw := tc.h * tc.w
+					for n := 0; n < tc.n; n++ {
+						for a := 0; a < tc.na; a++ {
+							for p := 0; p < hw; p++ {
+								for k := 0; k < tc.no; k++ {
+									g := dst[((n*tc.na+a)*hw+p)*tc.no+k]
+									ri := (n*out+a*tc.no+k)*hw + p
+									if e := math.Abs(float64(g) - ref[ri]); e > 2e-6*mag[ri]+1e-6 {
+										t.Fatalf("(n%d a%d p%d k%d) = %v, want %v", n, a, p, k, g, ref[ri])
+									}
 								}
 							}
 						}
 					}
-				}
-			})
+				})
+			}
 		}
 	}
 }

@@ -87,6 +87,14 @@ type ConvPreparer interface {
 	PrepareConv(y, x NCHW, c ConvArgs) (ConvArgs, error)
 }
 
+// HeadPreparer is implemented by devices that precompute something per
+// detect conv of an inference plan (the CPU: the filters transposed for
+// its own GEMM). PrepareHead returns c with it filled in, for the plan to
+// pass to Head in place of c; c itself is not modified.
+type HeadPreparer interface {
+	PrepareHead(x NCHW, c ConvArgs, na int) (ConvArgs, error)
+}
+
 // PoolArgs are a max-pool's parameters: a KxK window, stride S, padding Pad
 // on every side (padding never wins: it acts as -Inf, as in PyTorch).
 type PoolArgs struct {

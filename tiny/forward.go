@@ -177,6 +177,11 @@ func (m *Model) NewPlan(dev Device, inputSize int) (*Plan, error) {
 				a := convArgs[ci]
 				ci++
 				in := p.outs[f]
+				if hp, ok := dev.(HeadPreparer); ok {
+					if a, err = hp.PrepareHead(in, a, p.na); err != nil {
+						return nil, fmt.Errorf("tiny: plan: detect level %d: %w", k, err)
+					}
+				}
 				hb, err := dev.Alloc(p.na * p.no * in.H * in.W)
 				if err != nil {
 					return nil, fmt.Errorf("tiny: plan: detect level %d: %w", k, err)

@@ -26,6 +26,7 @@
 
 #define MR 8
 #define NR 48
+#define KC_MAX 192 // the K block (gemmKC)
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
@@ -41,8 +42,8 @@ static int gemm_supported(void) {
 // and applies act. Inlined with a constant nv (kern below), so the
 // accumulators live in registers.
 __attribute__((target("avx512f,fma"), always_inline))
-static inline void kern_nv(const int nv, int kc, const float *a, const float *b, size_t ldb, float *c, size_t ldc,
-		int rows, int cols, int first, int last, const float *bias, int act, float slope) {
+static inline void kern_nv(const int nv, int kc, const float *a, size_t lda, const float *b, size_t ldb, float *c, size_t ldc,
+		int rows, int cols, int first, int last, const float *bias, const float *cbias, int act, float slope) {
 	__m512 acc[MR][3];
 	__mmask16 mk[3];
 	for (int v = 0; v < 3; v++) {
@@ -66,10 +67,13 @@ static inline void kern_nv(const int nv, int kc, const float *a, const float *b,
 #pragma GCC unroll 3
 			for (int v = 0; v < nv; v++) acc[r][v] = _mm512_fmadd_ps(av, bv[v], acc[r][v]);
 		}
-		a += MR;
+		a += lda;
 		b += ldb;
 	}
 	const __m512 zero = _mm512_setzero_ps(), sl = _mm512_set1_ps(slope);
+	__m512 cb[3];
+#pragma GCC unroll 3
+	for (int v = 0; v < nv; v++) cb[v] = last && cbias ? _mm512_maskz_loadu_ps(mk[v], cbias + 16 * v) : zero;
 #pragma GCC unroll 8
 	for (int r = 0; r < MR; r++) {
 		if (r >= rows) break;
@@ -78,7 +82,7 @@ static inline void kern_nv(const int nv, int kc, const float *a, const float *b,
 		for (int v = 0; v < nv; v++) {
 			__m512 t = acc[r][v];
 			if (last) {
-				t = _mm512_add_ps(t, bb);
+				t = _mm512_add_ps(_mm512_add_ps(t, bb), cb[v]);
 				if (act == 1) t = _mm512_max_ps(t, zero);
 				else if (act == 2) t = _mm512_mask_mul_ps(t, _mm512_cmp_ps_mask(t, zero, _CMP_LT_OQ), t, sl);
 			}
@@ -89,16 +93,17 @@ static inline void kern_nv(const int nv, int kc, const float *a, const float *b,
 
 // kern is kern_nv for the narrowest vector count that covers cols (<= NR).
 __attribute__((target("avx512f,fma")))
-static void kern(int kc, const float *a, const float *b, size_t ldb, float *c, size_t ldc, int rows, int cols,
-		int first, int last, const float *bias, int act, float slope) {
-	if (cols > 32) kern_nv(3, kc, a, b, ldb, c, ldc, rows, cols, first, last, bias, act, slope);
-	else if (cols > 16) kern_nv(2, kc, a, b, ldb, c, ldc, rows, cols, first, last, bias, act, slope);
-	else kern_nv(1, kc, a, b, ldb, c, ldc, rows, cols, first, last, bias, act, slope);
+static void kern(int kc, const float *a, size_t lda, const float *b, size_t ldb, float *c, size_t ldc, int rows, int cols,
+		int first, int last, const float *bias, const float *cbias, int act, float slope) {
+	if (cols > 32) kern_nv(3, kc, a, lda, b, ldb, c, ldc, rows, cols, first, last, bias, cbias, act, slope);
+	else if (cols > 16) kern_nv(2, kc, a, lda, b, ldb, c, ldc, rows, cols, first, last, bias, cbias, act, slope);
+	else kern_nv(1, kc, a, lda, b, ldb, c, ldc, rows, cols, first, last, bias, cbias, act, slope);
 }
 #else
 static int gemm_supported(void) { return 0; }
-static void kern(int kc, const float *a, const float *b, size_t ldb, float *c, size_t ldc, int rows, int cols,
-		int first, int last, const float *bias, int act, float slope) {}
+static void kern(int kc, const float *a, size_t lda, const float *b, size_t ldb, float *c, size_t ldc, int rows, int cols,
+		int first, int last, const float *bias, const float *cbias, int act, float slope) {}
+
 #endif
 
 // pack_weights writes Wp (ceil(m/MR) x K x MR) for w (m x K).
@@ -139,8 +144,8 @@ static void conv_tile(const float *wp, int m, int K, int kcMax,
 		for (int q0 = p0; q0 < p1; q0 += NR) {
 			const int n = p1 - q0 < NR ? p1 - q0 : NR;
 			for (int i = 0; i < m; i += MR) {
-				kern(kc, wp + ((size_t)(i / MR) * K + k0) * MR, b + (q0 - p0), ld, y + (size_t)i * ldy + q0, ldy,
-					m - i < MR ? m - i : MR, n, first, last, bias ? bias + i : NULL, act, slope);
+				kern(kc, wp + ((size_t)(i / MR) * K + k0) * MR, MR, b + (q0 - p0), ld, y + (size_t)i * ldy + q0, ldy,
+					m - i < MR ? m - i : MR, n, first, last, bias ? bias + i : NULL, NULL, act, slope);
 			}
 		}
 	}
@@ -154,6 +159,37 @@ static void gemm_tiles(const float *wp, int m, int K, int kcMax, const float *b,
 	for (int p0 = 0; p0 < n; p0 += tile) {
 		const int p1 = p0 + tile < n ? p0 + tile : n;
 		conv_tile(wp, m, K, kcMax, b, 0, 0, 1, 1, 0, 0, 1, ldb, p0, p1, y, ldy, NULL, 0, 0, NULL, 0);
+	}
+}
+
+// head_tile is the detect conv of positions [p0, p1) of one image x (in
+// x hw) for one anchor: out[p][o] = sum_c x[c][p] wt[c][o] + bias[o] (out
+// row stride no), the positions as the kernel's rows (read from x in
+// place, MR at a time) and the no outputs as its columns (wt: the anchor's
+// filters transposed, in x no). A last block of fewer than MR positions
+// is copied into a zero-padded buffer, so no read passes the plane's end.
+static void head_tile(const float *x, int in, int hw, const float *wt, int no, const float *bias,
+		float *out, int p0, int p1) {
+	float tail[KC_MAX * MR];
+	for (int k0 = 0; k0 < in; k0 += KC_MAX) {
+		const int kc = in - k0 < KC_MAX ? in - k0 : KC_MAX;
+		const int first = k0 == 0, last = k0 + kc == in;
+		for (int r0 = p0; r0 < p1; r0 += MR) {
+			const int rows = p1 - r0 < MR ? p1 - r0 : MR;
+			const float *a = x + (size_t)k0 * hw + r0;
+			size_t lda = hw;
+			if (rows < MR) {
+				for (int kk = 0; kk < kc; kk++) {
+					for (int r = 0; r < MR; r++) tail[kk * MR + r] = r < rows ? a[(size_t)kk * hw + r] : 0;
+				}
+				a = tail;
+				lda = MR;
+			}
+			for (int c0 = 0; c0 < no; c0 += NR) {
+				kern(kc, a, lda, wt + (size_t)k0 * no + c0, no, out + (size_t)(r0 - p0) * no + c0, no, rows,
+					no - c0 < NR ? no - c0 : NR, first, last, NULL, bias + c0, 0, 0);
+			}
+		}
 	}
 }
 #endif
