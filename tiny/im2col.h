@@ -4,13 +4,14 @@
 #define Y7_IM2COL_H
 #include <stddef.h>
 #include <string.h>
+#include "vec.h"
 
 // im2col fills the rows of input channels [c0, c1) of the im2col matrix of
 // one image (x: C x h x w) for the output positions [p0, p1) of an output
 // of width wo (position p is row p/wo, column p%wo; a span may start and
 // end inside a row): col row ((c-c0)*k+ky)*k+kx (row stride ld), column
 // p-p0 holds x(c, oy*s-pad+ky, ox*s-pad+kx), 0 outside the input.
-static void im2col(float *col, size_t ld, const float *x, int h, int w, int k, int s, int pad,
+Y7_VEC static void im2col(float *col, size_t ld, const float *x, int h, int w, int k, int s, int pad,
 		int c0, int c1, int p0, int p1, int wo) {
 	const int oyFirst = p0 / wo, oyLast = (p1 - 1) / wo;
 	for (int c = c0; c < c1; c++) {
