@@ -57,7 +57,7 @@ var benchPeers = []benchPeer{
 
 // BenchmarkForward is every backend's forward at every size, side by side.
 func BenchmarkForward(b *testing.B) {
-	b.Logf("cpu backend: OpenBLAS %s", tiny.BLASCore())
+	b.Logf("cpu backend convs: %s", tiny.CPUKernels())
 	for _, size := range benchSizes {
 		path := benchModel(b, size)
 		for _, p := range benchPeers {

@@ -290,7 +290,7 @@ func Open(ctx context.Context, opts Options) (Engine, error) {
 			return nil, fmt.Errorf("open detector: %w", err)
 		}
 		b, inputSize, nc = cb, cb.Info().InputSize, cb.Info().NumClasses
-		device = fmt.Sprintf("CPU, %d threads, OpenBLAS %s", cb.Info().Threads, tiny.BLASCore())
+		device = fmt.Sprintf("CPU, %d threads, %s", cb.Info().Threads, tiny.CPUKernels())
 		if len(opts.ClassNames) == 0 && len(cb.Info().Names) == nc {
 			opts.ClassNames = cb.Info().Names // the native file names its classes
 		}

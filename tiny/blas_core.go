@@ -21,3 +21,13 @@ func BLASCore() string {
 	}
 	return core
 }
+
+// CPUKernels names what runs the CPU device's inference convs on this
+// processor: the package's own AVX-512 GEMM (with Winograd for the 3x3
+// stride-1 convs) where the CPU has AVX-512, else OpenBLAS (BLASCore).
+func CPUKernels() string {
+	if hasPackedGEMM {
+		return "AVX-512 packed GEMM + Winograd (OpenBLAS " + BLASCore() + " for training)"
+	}
+	return "OpenBLAS " + BLASCore()
+}

@@ -2,14 +2,17 @@ package tiny
 
 import "fmt"
 
-// Convolution forward on the CPU: y = act(W·im2col(x) + b), one SGEMM per
-// tile. A 1x1 stride-1 unpadded conv needs no im2col: its input already is
-// the In x H*W matrix B. The output is split one of two ways:
+// Convolution forward on the CPU through OpenBLAS (the path of CPUs
+// without AVX-512 and of convs a plan did not prepare; cpu_gemm.go has the
+// packed-GEMM path): y = act(W·im2col(x) + b), one SGEMM per tile. A 1x1
+// stride-1 unpadded conv needs no im2col: its input already is the In x
+// H*W matrix B. The output is split one of two ways:
 //
 //   - over positions (large maps): each goroutine takes tiles of output
-//     positions (spans of the row-major output plane), fills its own im2col block (In*K*K x rows*Wo), runs a
-//     single-threaded SGEMM into the tile's columns of y and adds bias and
-//     activation while the tile is still in cache;
+//     positions (spans of the row-major output plane), fills its own
+//     im2col block (In*K*K x tile), runs a single-threaded SGEMM into the
+//     tile's columns of y and adds bias and activation while the tile is
+//     still in cache;
 //   - over output channels (small maps, where position tiles would be too
 //     narrow for an efficient GEMM): the goroutines first fill one im2col
 //     matrix together (split by input channel), then each multiplies its

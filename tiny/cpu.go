@@ -6,14 +6,19 @@ import (
 	"sync"
 )
 
-// CPU is the Device of the host processor. Convolutions are OpenBLAS SGEMM
-// (conv.go): a kxk conv through im2col, a 1x1 stride-1 conv straight on its
-// input, then bias and activation in one pass over the GEMM's output while
-// it is still in cache. Max-pool (pool.go), upsample (this file) are plain
-// Go. Every op is spread over Threads goroutines (the caller and a
-// persistent pool of Threads-1 workers, workers.go), and OpenBLAS itself
-// runs single-threaded inside each of them. Ops on one CPU run one at a
-// time (concurrent callers wait), and a steady-state op allocates nothing.
+// CPU is the Device of the host processor. On x86-64 CPUs with AVX-512 the
+// inference convs run on the package's own GEMM (cpu_gemm.go, gemm.h:
+// filters packed once per plan, im2col straight into the kernel's K
+// blocks, bias and activation in registers), the 3x3 stride-1 convs on
+// larger maps through Winograd F(2x2,3x3) (winograd.go), the detect head
+// on the same kernel; elsewhere, and for convs a plan did not prepare,
+// through OpenBLAS SGEMM (conv.go). Those inference ops, max-pool and
+// upsample have C loop bodies and run on a C worker pool (pool.h: the
+// caller and Threads-1 pthreads that spin between loops); the training
+// ops and the OpenBLAS paths run on a pool of Threads-1 goroutines
+// (workers.go), with OpenBLAS single-threaded inside each. Ops on one CPU
+// run one at a time (concurrent callers wait), and a steady-state op
+// allocates nothing.
 type CPU struct {
 	threads int
 	// tileCols is the target number of output positions of one conv tile

@@ -15,14 +15,19 @@
 // packed once per plan into blocks of MR rows, k-major: Wp[i][kk][r] =
 // W[i*MR+r][kk] (rows past m are zero). Conv runs one work item per tile of
 // positions (and, on small maps, per chunk of output rows); the item walks
-// K in blocks of at most kc rows, packs that block of B for the tile
-// straight from the input into panels of NR columns, Bp[j][kk][col] (the
-// im2col loop writes into the panel; a 1x1 conv copies rows), and runs the
-// MR x NR micro-kernel over every (row block, panel). The kernel keeps the
-// MR x NR outputs in registers for the whole block of K, adds the previous
-// blocks' partial sums from y, and on the last block adds the bias and
-// applies the activation before its (masked) stores: y is written once per
-// K block, B is packed once per tile and read from L1, W is never repacked.
+// K in blocks of at most kc rows. For a kxk conv the im2col loop fills the
+// block for the tile into the worker's scratch (rows of an odd number of
+// cache lines, so reading down a column does not thrash a few cache sets);
+// a 1x1 conv reads its input in place. The MR x NR micro-kernel then runs
+// over every (row block, NR columns of B): it keeps the MR x NR outputs in
+// registers for the whole K block, adds the previous blocks' partial sums
+// from y, and on the last block adds the bias and applies the activation
+// before its (masked) stores. The NR columns of a K block (kc x NR
+// values, 36 KiB) stay in L1 while all the row blocks pass over them; y is
+// written once per K block; W is never repacked.
+//
+// The same kernel runs the 16 products of a Winograd conv (gemm_tiles,
+// winograd.go) and the detect head with positions as rows (head_tile).
 
 #define MR 8
 #define NR 48

@@ -177,8 +177,10 @@ import "fmt"
 // The CPU's Winograd path for 3x3 stride-1 convs with padding 1. A plan
 // asks for it through PrepareConv, which stores the transformed filters in
 // ConvArgs.Winograd; Conv then runs one work item per (band of tile rows,
-// chunk of output channels): transform the band's input patches, 16 SGEMMs
-// into per-worker scratch, transform back with bias and activation. Small
+// chunk of output channels): transform the band's input patches, 16 GEMMs
+// into per-worker scratch (the packed-GEMM kernel on the C pool where the
+// CPU has AVX-512, the filters packed per plan; else OpenBLAS SGEMM on the
+// goroutine pool), transform back with bias and activation. Small
 // maps, with too few tile rows to keep every goroutine busy, are split by
 // output channels instead, each goroutine transforming the (small) input
 // itself.

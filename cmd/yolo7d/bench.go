@@ -49,7 +49,8 @@ type benchReport struct {
 	Classes int           `json:"classes"`
 	Threads int           `json:"threads"`
 	CPUs    int           `json:"cpus"`
-	BLAS    string        `json:"blas"` // the cpu backend's OpenBLAS kernels (tiny.BLASCore)
+	BLAS    string        `json:"blas"`    // OpenBLAS's kernels (tiny.BLASCore)
+	Kernels string        `json:"kernels"` // what runs the cpu backend's convs (tiny.CPUKernels)
 	Results []benchResult `json:"results"`
 }
 
@@ -90,7 +91,7 @@ func runBench(ctx context.Context, o benchOptions) (*benchReport, error) {
 	if o.runs < 1 {
 		return nil, fmt.Errorf("--runs %d: want at least 1", o.runs)
 	}
-	rep := &benchReport{Model: o.model, CPUs: runtime.NumCPU(), BLAS: tiny.BLASCore()}
+	rep := &benchReport{Model: o.model, CPUs: runtime.NumCPU(), BLAS: tiny.BLASCore(), Kernels: tiny.CPUKernels()}
 	var m *tiny.Model
 	if o.model == "" {
 		var err error
@@ -241,7 +242,7 @@ func writeBench(w io.Writer, rep *benchReport, asJSON bool) error {
 		enc.SetIndent("", "  ")
 		return enc.Encode(rep)
 	}
-	fmt.Fprintf(w, "model %s (%s, %d classes), %d threads, %d CPUs, OpenBLAS %s\n", rep.Model, rep.Act, rep.Classes, rep.Threads, rep.CPUs, rep.BLAS)
+	fmt.Fprintf(w, "model %s (%s, %d classes), %d threads, %d CPUs, cpu convs: %s\n", rep.Model, rep.Act, rep.Classes, rep.Threads, rep.CPUs, rep.Kernels)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "backend\tsize\truns\tmean ms\tp50 ms\tp90 ms\tp99 ms\tmin ms\t")
 	for _, r := range rep.Results {
