@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -90,22 +91,28 @@ func TestCPUWinogradChoice(t *testing.T) {
 	}
 }
 
-// BenchmarkWinograd runs the golden relu model at 640, 416 and 320 with the
-// Winograd path (the default) and with every conv through im2col+SGEMM,
-// side by side on one device (2 threads):
+// BenchmarkCPUConvs runs the golden relu model at 640, 416 and 320 on 2
+// threads through each of the CPU's conv paths, side by side: the default
+// (packed GEMM with Winograd for the 3x3 stride-1 convs), the packed GEMM
+// alone, and the OpenBLAS paths (what CPUs without AVX-512 run) with and
+// without Winograd:
 //
-//	go test -run '^$' -bench Winograd -count 6 ./tiny | benchstat -col /conv -
-func BenchmarkWinograd(b *testing.B) {
+//	go test -run '^$' -bench CPUConvs -count 6 ./tiny | benchstat -col /conv -
+func BenchmarkCPUConvs(b *testing.B) {
 	m, err := ImportModel(filepath.Join(goldenForward(b), "yolov7-tiny-relu-raw.onnx"))
 	if err != nil {
 		b.Fatal(err)
 	}
 	for _, size := range []int{640, 416, 320} {
-		for _, conv := range []string{"winograd", "im2col"} {
+		for _, conv := range []string{"packed+winograd", "packed", "openblas+winograd", "openblas"} {
 			b.Run(fmt.Sprintf("size=%d/conv=%s", size, conv), func(b *testing.B) {
+				if strings.HasPrefix(conv, "packed") && !hasPackedGEMM {
+					b.Skip("no AVX-512: the packed GEMM does not run here")
+				}
 				dev := NewCPU(2)
 				defer dev.Close()
-				dev.noWinograd = conv == "im2col"
+				dev.noWinograd = !strings.HasSuffix(conv, "+winograd")
+				dev.noPacked = strings.HasPrefix(conv, "openblas")
 				p, err := m.NewPlan(dev, size)
 				if err != nil {
 					b.Fatal(err)
