@@ -123,6 +123,9 @@ func (d *CPU) packedSplit(y, x NCHW, c ConvArgs) packedPlan {
 	plane := y.H * y.W
 	s.cols = min((d.tileCols+gemmNR-1)/gemmNR, (plane+gemmNR-1)/gemmNR) * gemmNR
 	s.tiles = (plane + s.cols - 1) / s.cols
+	// the same number of tiles, as even as whole panels allow
+	s.cols = ((plane+s.tiles-1)/s.tiles + gemmNR - 1) / gemmNR * gemmNR
+	s.tiles = (plane + s.cols - 1) / s.cols
 	s.mc, s.chunks = y.C, 1
 	// Each row chunk of a tile fills the tile's im2col blocks again, so a
 	// kxk conv takes one chunk per worker; a 1x1 conv fills nothing and
