@@ -14,6 +14,7 @@
 #ifndef Y7_POOL_H
 #define Y7_POOL_H
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <time.h>
@@ -168,7 +169,13 @@ static void y7_pool_run(y7_pool *p, int n, y7_item_fn fn, const void *args) {
 		pthread_mutex_unlock(&p->mu);
 	}
 	y7_pool_work(p, 0);
-	while (atomic_load(&p->pending) > 0) y7_relax();
+	// wait for the helpers; past spin_ns one of them is probably not
+	// running (more threads than cores, or a busy machine): yield the core
+	const long t0 = y7_now_ns();
+	for (int i = 1; atomic_load(&p->pending) > 0; i++) {
+		y7_relax();
+		if ((i & 255) == 0 && y7_now_ns() - t0 > p->spin_ns) sched_yield();
+	}
 	p->fn = NULL;
 	p->args = NULL;
 }
