@@ -61,7 +61,9 @@ func (d *CPU) split(y, x NCHW, c ConvArgs) convSplit {
 // ConvScratch implements Device.
 func (d *CPU) ConvScratch(y, x NCHW, c ConvArgs) int {
 	if c.Winograd != nil && winogradApplies(x, c) {
-		return d.winogradSplit(y, x).scratch(d.threads, y.N)
+		if m := d.winogradTileOf(y, x, c); m > 0 {
+			return d.winogradSplit(y, x, m).scratch(d.threads, y.N)
+		}
 	}
 	if c.Packed != nil {
 		return d.packedSplit(y, x, c).scratch(d.threads, y.N)
@@ -75,7 +77,7 @@ func (d *CPU) Conv(y, x NCHW, c ConvArgs, scratch []float32) error {
 		return err
 	}
 	if c.Winograd != nil {
-		if !winogradApplies(x, c) || len(c.Winograd) != d.winogradLen(y.C, x.C) {
+		if !winogradApplies(x, c) || d.winogradTileOf(y, x, c) == 0 {
 			return fmt.Errorf("conv: %d Winograd filter values for a %dx%d k%d s%d p%d conv (see PrepareConv)", len(c.Winograd), y.C, x.C, c.K, c.S, c.Pad)
 		}
 		return d.convWinograd(y, x, c, scratch)

@@ -31,6 +31,9 @@ type CPU struct {
 	// (cpu_gemm.go), so convs go through OpenBLAS (side-by-side
 	// benchmarks and tests).
 	noPacked bool
+	// noWino43 keeps the packed-GEMM path on Winograd F(2x2,3x3) rather
+	// than F(4x4,3x3) (side-by-side benchmarks and tests).
+	noWino43 bool
 	// winoBudget is the target scratch of one Winograd work item
 	// (winogradBudget).
 	winoBudget int

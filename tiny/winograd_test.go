@@ -10,12 +10,16 @@ import (
 
 // TestCPUWinogradMatchesReference runs 3x3 stride-1 convs through the
 // Winograd path (forced, whatever PrepareConv would choose) against the
-// float64 reference: odd and even sides (edge tiles), both splits (bands,
-// output-channel chunks), batch 2, channel-slice views, every activation.
-// Tolerance: the transforms add a few roundings per term on values at most
-// 4x (input) and 2.25x (filter) the originals, so the error bound is a few
-// times the im2col path's (see TestCPUConvMatchesReference): 1e-5*sum|terms|
-// + 2e-6.
+// float64 reference: F(2x2,3x3) with its products through OpenBLAS and
+// through the packed GEMM, F(4x4,3x3) (packed GEMM only); odd and even
+// sides (edge tiles), both splits (bands, output-channel chunks), batch 2,
+// channel-slice views, every activation. Tolerance: the transforms add a
+// few roundings per term on values at most 4x (input) and 2.25x (filter)
+// the originals for F(2x2), so the error bound is a few times the im2col
+// path's (see TestCPUConvMatchesReference): 1e-5*sum|terms| + 2e-6.
+// F(4x4)'s coefficients are larger (up to 5 and 8): in a float32
+// simulation over 256 channels of ReLU-like inputs its worst error was
+// 1.1e-6*sum|terms| (F(2x2): 8e-8), inside the same bound.
 func TestCPUWinogradMatchesReference(t *testing.T) {
 	tests := []struct {
 		n, in, out, h, w int
@@ -29,19 +33,27 @@ func TestCPUWinogradMatchesReference(t *testing.T) {
 		{1, 64, 20, 13, 13, ActLeaky}, // the 416 input's 13x13 map
 		{1, 128, 48, 20, 20, ActReLU}, // small map: channel split
 	}
+	paths := []struct {
+		blas bool // the products through OpenBLAS, else the packed GEMM
+		m    int  // output tile side: F(2x2,3x3) or F(4x4,3x3)
+	}{{true, 2}, {false, 2}, {false, 4}}
 	for _, threads := range []int{1, 2, 3} {
-		for _, blas := range []bool{false, true} {
+		for _, path := range paths {
+			if !path.blas && !hasPackedGEMM {
+				continue // no AVX-512: the packed path is never chosen
+			}
+			blas, m := path.blas, path.m
 			dev := NewCPU(threads)
-			dev.noPacked = blas // the products through OpenBLAS, else the packed GEMM where the CPU has it
+			dev.noPacked = blas
 			for _, tc := range tests {
-				name := fmt.Sprintf("t%d/blas=%v/%dx%dx%dx%d-o%d-%s", threads, blas, tc.n, tc.in, tc.h, tc.w, tc.out, tc.act)
+				name := fmt.Sprintf("t%d/blas=%v/F(%d,3)/%dx%dx%dx%d-o%d-%s", threads, blas, m, tc.n, tc.in, tc.h, tc.w, tc.out, tc.act)
 				t.Run(name, func(t *testing.T) {
 					r := rand.New(rand.NewPCG(2, uint64(tc.in*1000+tc.out)))
 					x := devEmbed(r, tc.n, tc.in, tc.h, tc.w, 3)
 					c := ConvArgs{Weight: devRandSlice(r, tc.out*tc.in*9), Bias: devRandSlice(r, tc.out), K: 3, S: 1, Pad: 1, Act: tc.act}
 					want, mag, ho, wo := devRefConv(x, c, tc.out)
 					y := devEmbed(r, tc.n, tc.out, ho, wo, 2)
-					c, err := dev.withWinograd(y, x, c)
+					c, err := dev.withWinograd(y, x, c, m)
 					if err != nil {
 						t.Fatal(err)
 					}
