@@ -105,7 +105,8 @@ func TestCPUWinogradChoice(t *testing.T) {
 
 // BenchmarkCPUConvs runs the golden relu model at 640, 416 and 320 on 2
 // threads through each of the CPU's conv paths, side by side: the default
-// (packed GEMM with Winograd for the 3x3 stride-1 convs), the packed GEMM
+// (packed GEMM with Winograd F(4x4,3x3), or F(2x2,3x3) on small maps, for
+// the 3x3 stride-1 convs), the same with F(2x2,3x3) only, the packed GEMM
 // alone, and the OpenBLAS paths (what CPUs without AVX-512 run) with and
 // without Winograd:
 //
@@ -116,14 +117,15 @@ func BenchmarkCPUConvs(b *testing.B) {
 		b.Fatal(err)
 	}
 	for _, size := range []int{640, 416, 320} {
-		for _, conv := range []string{"packed+winograd", "packed", "openblas+winograd", "openblas"} {
+		for _, conv := range []string{"packed+winograd", "packed+winograd2x2", "packed", "openblas+winograd", "openblas"} {
 			b.Run(fmt.Sprintf("size=%d/conv=%s", size, conv), func(b *testing.B) {
 				if strings.HasPrefix(conv, "packed") && !hasPackedGEMM {
 					b.Skip("no AVX-512: the packed GEMM does not run here")
 				}
 				dev := NewCPU(2)
 				defer dev.Close()
-				dev.noWinograd = !strings.HasSuffix(conv, "+winograd")
+				dev.noWinograd = !strings.Contains(conv, "+winograd")
+				dev.noWino43 = strings.HasSuffix(conv, "2x2")
 				dev.noPacked = strings.HasPrefix(conv, "openblas")
 				p, err := m.NewPlan(dev, size)
 				if err != nil {
