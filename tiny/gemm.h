@@ -66,6 +66,12 @@ static inline void kern_nv(const int nv, int kc, const float *a, size_t lda, con
 		__m512 bv[3];
 #pragma GCC unroll 3
 		for (int v = 0; v < nv; v++) bv[v] = _mm512_maskz_loadu_ps(mk[v], b + 16 * v);
+		// the same row of the next NR columns, which the next call reads
+		// (in place, a 1x1 conv's input rows are a page apart: too many
+		// streams for the hardware prefetcher)
+		_mm_prefetch((const char *)(b + NR), _MM_HINT_T0);
+		_mm_prefetch((const char *)(b + NR + 16), _MM_HINT_T0);
+		_mm_prefetch((const char *)(b + NR + 32), _MM_HINT_T0);
 #pragma GCC unroll 8
 		for (int r = 0; r < MR; r++) {
 			const __m512 av = _mm512_set1_ps(a[r]);
