@@ -77,7 +77,10 @@ func NewCPU(threads int) *CPU {
 		// Stop the workers once the device is unreachable (they hold no
 		// reference to it between ops), for callers that never Close.
 		runtime.AddCleanup(d, func(p *workerPool) { p.close() }, d.pool)
-		if d.cp = newCPool(threads - 1); d.cp != nil {
+		// Spinning helpers beyond the cores only take turns with each
+		// other (8 threads on 2 cores: 3x slower), so the C pool stops
+		// at one thread per core; ops still split for d.threads.
+		if d.cp = newCPool(min(threads, runtime.NumCPU()) - 1); d.cp != nil {
 			runtime.AddCleanup(d, func(p *cPool) { p.close() }, d.cp)
 		}
 	}
