@@ -34,9 +34,6 @@ type CPU struct {
 	// noWino43 keeps the packed-GEMM path on Winograd F(2x2,3x3) rather
 	// than F(4x4,3x3) (side-by-side benchmarks and tests).
 	noWino43 bool
-	// winoBudget is the target scratch of one Winograd work item
-	// (winogradBudget).
-	winoBudget int
 
 	// mu serialises ops: the pool and the task structs below serve one
 	// parallel-for at a time.
@@ -71,7 +68,7 @@ func NewCPU(threads int) *CPU {
 		threads = runtime.GOMAXPROCS(0)
 	}
 	setBLASThreads(1)
-	d := &CPU{threads: threads, tileCols: DefaultTileCols, winoBudget: winogradBudget}
+	d := &CPU{threads: threads, tileCols: DefaultTileCols}
 	if threads > 1 {
 		d.pool = newWorkerPool(threads - 1)
 		// Stop the workers once the device is unreachable (they hold no

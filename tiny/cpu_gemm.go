@@ -80,7 +80,7 @@ const (
 	gemmNR = C.NR // output positions per micro-kernel block (one B panel)
 	// gemmKC is the target K block: one B panel (gemmKC x gemmNR values,
 	// 36 KiB) stays in L1 while the kernel sweeps the filter rows over it.
-	gemmKC = 192
+	gemmKC = C.KC_MAX
 )
 
 // hasPackedGEMM is whether this processor can run the packed-GEMM path

@@ -31,7 +31,7 @@
 
 #define MR 8
 #define NR 48
-#define KC_MAX 192 // the K block (gemmKC)
+#define KC_MAX 192 // the target K block (gemmKC in cpu_gemm.go)
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>

@@ -36,19 +36,6 @@ static void wino_filter(float u[16], const float g[9]) {
 	}
 }
 
-// wino_filters writes U[xi][o][c] (16 matrices of out x in) for weights
-// w[o][c][3][3].
-static void wino_filters(float *U, const float *w, int out, int in) {
-	const size_t plane = (size_t)out * in;
-	float u[16];
-	for (int o = 0; o < out; o++) {
-		for (int c = 0; c < in; c++) {
-			wino_filter(u, w + ((size_t)o * in + c) * 9);
-			for (int xi = 0; xi < 16; xi++) U[xi * plane + (size_t)o * in + c] = u[xi];
-		}
-	}
-}
-
 // wino_input transforms the input patches of tile rows [ty0, ty1) (tw
 // tiles each) of channels [0, cin) of one image x (cin x h x w, padding 1)
 // into V[xi][c][t] (row stride ldv), t = (ty-ty0)*tw + tx. B^T runs down
@@ -160,15 +147,22 @@ static void wino43_filter(float u[36], const float g[9]) {
 	}
 }
 
-// wino43_filters writes U[xi][o][c] (36 matrices of out x in) for weights
-// w[o][c][3][3].
-static void wino43_filters(float *U, const float *w, int out, int in) {
+// wino_filters writes U[xi][o][c] ((m+2)^2 matrices of out x in) for
+// weights w[o][c][3][3], m the output tile side: 2, F(2x2,3x3), or 4,
+// F(4x4,3x3).
+static void wino_filters(float *U, const float *w, int out, int in, int m) {
 	const size_t plane = (size_t)out * in;
+	const int nxi = (m + 2) * (m + 2);
 	float u[36];
 	for (int o = 0; o < out; o++) {
 		for (int c = 0; c < in; c++) {
-			wino43_filter(u, w + ((size_t)o * in + c) * 9);
-			for (int xi = 0; xi < 36; xi++) U[xi * plane + (size_t)o * in + c] = u[xi];
+			const float *g = w + ((size_t)o * in + c) * 9;
+			if (m == 4) {
+				wino43_filter(u, g);
+			} else {
+				wino_filter(u, g);
+			}
+			for (int xi = 0; xi < nxi; xi++) U[xi * plane + (size_t)o * in + c] = u[xi];
 		}
 	}
 }
@@ -372,7 +366,7 @@ func (d *CPU) winogradSplit(y, x NCHW, m int) winogradPlan {
 	tw, th := (y.W+m-1)/m, (y.H+m-1)/m
 	for _, chunks := range []int{1, d.threads} {
 		mc := min(y.C, ((y.C+chunks-1)/chunks+15)/16*16)
-		rowsMax := min(th, max(1, d.winoBudget/(nxi*(x.C+mc))/tw))
+		rowsMax := min(th, max(1, winogradBudget/(nxi*(x.C+mc))/tw))
 		b0 := (th + rowsMax - 1) / rowsMax
 		for _, bands := range []int{b0, min(th, (b0+d.threads-1)/d.threads*d.threads)} {
 			s := winogradPlan{tw: tw, th: th, outPlane: y.H * y.W, mc: mc, chunks: (y.C + mc - 1) / mc, m: m, nxi: nxi}
@@ -436,11 +430,7 @@ func (d *CPU) withWinograd(y, x NCHW, c ConvArgs, m int) (ConvArgs, error) {
 	}
 	nxi := (m + 2) * (m + 2)
 	u := make([]float32, nxi*y.C*x.C)
-	if m == 4 {
-		C.wino43_filters(fptr(u), fptr(c.Weight), C.int(y.C), C.int(x.C))
-	} else {
-		C.wino_filters(fptr(u), fptr(c.Weight), C.int(y.C), C.int(x.C))
-	}
+	C.wino_filters(fptr(u), fptr(c.Weight), C.int(y.C), C.int(x.C), C.int(m))
 	if !d.packedGEMM() {
 		c.Winograd = u
 		return c, nil
