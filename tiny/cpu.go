@@ -34,6 +34,16 @@ type CPU struct {
 	// noWino43 keeps the packed-GEMM path on Winograd F(2x2,3x3) rather
 	// than F(4x4,3x3) (side-by-side benchmarks and tests).
 	noWino43 bool
+	// noTaps keeps the packed-GEMM path's 3x3 convs on im2col rather
+	// than taps (conv_tile_taps in gemm.h; side-by-side benchmarks and
+	// tests).
+	noTaps bool
+	// tapsS2 sends the packed-GEMM path's 3x3 stride-2 convs through
+	// taps too (the input split into its phases first); off by default:
+	// slower than im2col (the split is one more pass over the input).
+	tapsS2 bool
+	// tapKC is the input channels of one K block of a conv through taps.
+	tapKC int
 
 	// mu serialises ops: the pool and the task structs below serve one
 	// parallel-for at a time.
@@ -68,7 +78,7 @@ func NewCPU(threads int) *CPU {
 		threads = runtime.GOMAXPROCS(0)
 	}
 	setBLASThreads(1)
-	d := &CPU{threads: threads, tileCols: DefaultTileCols}
+	d := &CPU{threads: threads, tileCols: DefaultTileCols, tapKC: defaultTapKC}
 	if threads > 1 {
 		d.pool = newWorkerPool(threads - 1)
 		// Stop the workers once the device is unreachable (they hold no

@@ -14,6 +14,8 @@ typedef struct {
 	int m, kdim, kc, mc, chunks, tiles, cols;
 	int h, w, k, s, pad, ho, wo, direct, act;
 	float slope;
+	int taps; // 3x3 through taps (conv_tile_taps): kc is input channels per K block
+	conv_taps tp;
 } conv_args;
 
 // conv_item is item i of a packed-GEMM conv: row chunk i%chunks of
@@ -24,13 +26,42 @@ static void conv_item(const void *va, int worker, int i) {
 	const int m0 = j * a->mc, m1 = m0 + a->mc < a->m ? m0 + a->mc : a->m;
 	const int plane = a->ho * a->wo;
 	const int p0 = ti * a->cols, p1 = p0 + a->cols < plane ? p0 + a->cols : plane;
+	if (a->taps) {
+		conv_tile_taps(a->wp + (size_t)m0 * a->kdim, m1 - m0, a->kdim / 9, a->kc, a->x + n * a->xbatch, &a->tp, a->ho, a->wo,
+			p0, p1, a->y + n * a->ybatch + (size_t)m0 * plane, plane, a->bias + m0, a->act, a->slope);
+		return;
+	}
 	float *bp = a->scratch ? a->scratch + (size_t)worker * a->perItem : NULL;
 	conv_tile(a->wp + (size_t)m0 * a->kdim, m1 - m0, a->kdim, a->kc,
 		a->x + n * a->xbatch, a->h, a->w, a->k, a->s, a->pad, a->wo, a->direct, (size_t)a->h * a->w,
 		p0, p1, a->y + n * a->ybatch + (size_t)m0 * plane, plane, a->bias + m0, a->act, a->slope, bp, a->ldbp);
 }
 
+// phase_item splits channel chunk i of image i/chunks of a stride-2 conv's
+// input into its phases (a.scratch, one image after another).
+static void phase_item(const void *va, int worker, int i) {
+	const conv_args *a = va;
+	const int cin = a->kdim / 9, per = (cin + a->chunks - 1) / a->chunks;
+	const int n = i / a->chunks, c0 = (i % a->chunks) * per, c1 = c0 + per < cin ? c0 + per : cin;
+	if (c0 < c1) {
+		phase_split(a->scratch + (size_t)n * cin * 4 * a->ho * a->wo, a->x + n * a->xbatch, a->h, a->w, a->ho, a->wo, c0, c1);
+	}
+}
+
 static void conv_packed(y7_pool *pool, int items, conv_args a) {
+	if (a.taps) {
+		a.tp = make_taps(a.s, a.ho, a.wo);
+		if (a.s == 2) {
+			// the phases first (every item reads all of them), then the
+			// conv reads them as its input, one image after another
+			const int images = items / (a.tiles * a.chunks);
+			conv_args p = a;
+			p.chunks = 4;
+			y7_pool_run(pool, images * p.chunks, phase_item, &p);
+			a.x = a.scratch;
+			a.xbatch = (size_t)(a.kdim / 9) * 4 * a.ho * a.wo;
+		}
+	}
 	y7_pool_run(pool, items, conv_item, &a);
 }
 
@@ -83,6 +114,11 @@ const (
 	gemmKC = C.KC_MAX
 )
 
+// defaultTapKC is the input channels of one K block of a conv through
+// taps (9 rows each): a 3x3 conv of up to 64 input channels runs in one
+// block (no partial sums in y), and larger blocks measured no faster.
+const defaultTapKC = 64
+
 // hasPackedGEMM is whether this processor can run the packed-GEMM path
 // (read once; never changes).
 var hasPackedGEMM = C.gemm_supported() != 0
@@ -113,28 +149,39 @@ type packedPlan struct {
 	chunks  int // chunks of output rows
 	ldbp    int // row stride of a K block of the im2col matrix (0: direct)
 	perItem int // im2col scratch of one worker
+	// taps: a 3x3 conv as an implicit GEMM (conv_tile_taps), kc then
+	// counts input channels; phase is the scratch of a stride-2 input's
+	// phases, per image
+	taps  bool
+	phase int
 }
 
-// packedSplit plans y = conv(x) over d.threads: tiles of about d.tileCols
-// positions, as even as whole panels allow; maps with fewer tiles than
-// the workers (a 1x1 conv: twice the workers) are also split over output
-// rows, so every worker has items.
+// packedSplit plans y = conv(x) over d.threads: tiles of at most
+// d.tileCols positions that keep the workers evenly busy
+// (balancedTiles); maps with fewer tiles than the workers (a 1x1 conv or
+// a conv through taps: twice the workers) are also split over output
+// rows, so every worker has items. A 3x3 conv with padding 1 runs through
+// taps where tapsApply says so, any other kxk conv through im2col.
 func (d *CPU) packedSplit(y, x NCHW, c ConvArgs) packedPlan {
 	s := packedPlan{kdim: x.C * c.K * c.K}
 	kk := c.K * c.K
 	s.kc = min(s.kdim, max(kk, gemmKC/kk*kk))
 	plane := y.H * y.W
-	s.cols = min((d.tileCols+gemmNR-1)/gemmNR, (plane+gemmNR-1)/gemmNR) * gemmNR
+	s.cols = balancedTiles(plane, y.N, d.threads, d.tileCols)
 	s.tiles = (plane + s.cols - 1) / s.cols
-	// the same number of tiles, as even as whole panels allow
-	s.cols = ((plane+s.tiles-1)/s.tiles + gemmNR - 1) / gemmNR * gemmNR
-	s.tiles = (plane + s.cols - 1) / s.cols
+	if d.tapsApply(x, c) {
+		s.taps = true
+		s.kc = min(x.C, max(1, d.tapKC))
+		if c.S == 2 {
+			s.phase = 4 * y.H * y.W * x.C
+		}
+	}
 	s.mc, s.chunks = y.C, 1
 	// Each row chunk of a tile fills the tile's im2col blocks again, so a
 	// kxk conv takes one chunk per worker; a 1x1 conv fills nothing and
 	// takes two, for balance.
 	want := d.threads
-	if direct1x1(c) {
+	if direct1x1(c) || s.taps {
 		want = 2 * d.threads
 	}
 	if y.N*s.tiles < want && y.C > gemmMR {
@@ -142,11 +189,53 @@ func (d *CPU) packedSplit(y, x NCHW, c ConvArgs) packedPlan {
 		s.mc = ((y.C+chunks-1)/chunks + gemmMR - 1) / gemmMR * gemmMR
 		s.chunks = (y.C + s.mc - 1) / s.mc
 	}
-	if !direct1x1(c) {
+	if !direct1x1(c) && !s.taps {
 		s.ldbp = oddLines(s.cols)
 		s.perItem = s.kc * s.ldbp
 	}
 	return s
+}
+
+// balancedTiles is the positions per tile (a multiple of 16, one vector)
+// for n images of plane positions on threads workers that take the tiles
+// in turn: of the tile widths up to target, the one whose busiest
+// worker has the least work (tileWork); the widest among equals.
+func balancedTiles(plane, n, threads, target int) int {
+	best, bestSpan := 16, -1
+	for cols := 16; cols < target+16; cols += 16 {
+		tiles := (plane + cols - 1) / cols
+		full, last := tileWork(cols), tileWork(plane-(tiles-1)*cols)
+		span := 0 // the busiest worker's work: it takes items w, w+threads, ...
+		for w := 0; w < threads; w++ {
+			items := max(0, (n*tiles-w+threads-1)/threads)
+			lasts := 0 // of them, last tiles of an image
+			for img := 0; img < n; img++ {
+				if (img*tiles+tiles-1)%threads == w {
+					lasts++
+				}
+			}
+			span = max(span, (items-lasts)*full+lasts*last)
+		}
+		if bestSpan < 0 || span <= bestSpan {
+			best, bestSpan = cols, span
+		}
+		if cols >= plane {
+			break
+		}
+	}
+	return best
+}
+
+// tileWork is the cost of a tile of n positions in units of one position
+// of a full panel: every vector the kernel runs (partial ones count
+// whole), a panel's fixed cost, and a tile's.
+func tileWork(n int) int {
+	const perPanel, perTile = 8, 32
+	work := perTile
+	for ; n > 0; n -= gemmNR {
+		work += (min(n, gemmNR)+15)/16*16 + perPanel
+	}
+	return work
 }
 
 // oddLines is the row stride (>= n) for rows of n float32 values that makes
@@ -162,7 +251,13 @@ func oddLines(n int) int {
 
 // scratch is the scratch a conv of n images needs on threads workers.
 func (s packedPlan) scratch(threads, n int) int {
-	return min(threads, n*s.tiles*s.chunks) * s.perItem
+	return min(threads, n*s.tiles*s.chunks)*s.perItem + n*s.phase
+}
+
+// tapsApply reports whether d runs the packed conv y = conv(x) through
+// taps: a 3x3 conv with padding 1 and stride 1 or 2.
+func (d *CPU) tapsApply(x NCHW, c ConvArgs) bool {
+	return !d.noTaps && c.K == 3 && c.Pad == 1 && (c.S == 1 || c.S == 2 && d.tapsS2)
 }
 
 // convPacked is Conv for c.Packed set (checked by Conv).
@@ -184,7 +279,10 @@ func (d *CPU) convPacked(y, x NCHW, c ConvArgs, scratch []float32) error {
 		h: C.int(x.H), w: C.int(x.W), k: C.int(c.K), s: C.int(c.S), pad: C.int(c.Pad), ho: C.int(y.H), wo: C.int(y.W),
 		direct: C.int(direct), act: actCode(c.Act), slope: C.float(LeakySlope),
 	}
-	if s.perItem > 0 {
+	if s.taps {
+		a.taps = 1
+	}
+	if s.perItem > 0 || s.phase > 0 {
 		a.scratch = fptr(scratch)
 	}
 	d.mu.Lock()

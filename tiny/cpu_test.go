@@ -129,6 +129,9 @@ func TestCPUConvMatchesReference(t *testing.T) {
 		{1, 300, 20, 12, 12, 1, 1, 0, ActReLU},  // 1x1 over two K blocks (packed path)
 		{2, 40, 24, 30, 29, 3, 1, 1, ActLeaky},  // 3x3 over two K blocks, batch 2
 		{1, 24, 13, 50, 50, 3, 2, 1, ActReLU},   // stride 2 over two K blocks, rows past a block of 8
+		{2, 45, 9, 15, 14, 3, 2, 1, ActLeaky},   // stride 2, batch 2, three K blocks of taps
+		{1, 7, 17, 1, 20, 3, 1, 1, ActReLU},     // one row: every tap above or below is padding
+		{1, 5, 8, 21, 1, 3, 2, 1, ActNone},      // one column, stride 2
 	}
 	for _, threads := range []int{1, 2, 3} {
 		dev := NewCPU(threads)
@@ -149,7 +152,15 @@ func TestCPUConvMatchesReference(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
+				// 3x3 convs through taps (stride 2 too), then through im2col
+				dev.tapsS2 = true
 				devCheckConv(t, dev, y, x, pc, want, mag, 2e-6, 1e-6)
+				if dev.tapsApply(x, c) {
+					dev.noTaps = true
+					devCheckConv(t, dev, y, x, pc, want, mag, 2e-6, 1e-6)
+					dev.noTaps = false
+				}
+				dev.tapsS2 = false
 			})
 		}
 	}
@@ -372,5 +383,35 @@ func TestBLASCore(t *testing.T) {
 	}
 	if v := os.Getenv("OPENBLAS_CORETYPE"); v != "" && !strings.Contains(core, "OPENBLAS_CORETYPE="+v) {
 		t.Errorf("core %q does not say OPENBLAS_CORETYPE=%s chose it", core, v)
+	}
+}
+
+// TestBalancedTiles: conv tiles are whole vectors, no wider than the
+// target (or the plane), and split the positions so that the busiest of
+// the workers, taking tiles in turn, has at most one tile more than an
+// even share.
+func TestBalancedTiles(t *testing.T) {
+	for _, tc := range []struct{ plane, n, threads, target int }{
+		{100, 1, 2, 256}, {400, 1, 2, 256}, {1600, 1, 2, 256}, {6400, 1, 2, 256}, {102400, 1, 2, 256},
+		{169, 1, 2, 256}, {2704, 1, 2, 256}, {1600, 2, 2, 256}, {1600, 1, 3, 256}, {1600, 1, 4, 300},
+		{10816, 3, 4, 256}, {7, 1, 2, 256}, {1, 1, 1, 256},
+	} {
+		cols := balancedTiles(tc.plane, tc.n, tc.threads, tc.target)
+		if cols%16 != 0 || cols < 16 || cols > max(16, tc.target) {
+			t.Errorf("%+v: %d positions per tile, want a multiple of 16 in [16, %d]", tc, cols, tc.target)
+			continue
+		}
+		tiles := (tc.plane + cols - 1) / cols
+		busiest := 0
+		for w := 0; w < tc.threads; w++ {
+			work := 0
+			for i := w; i < tc.n*tiles; i += tc.threads {
+				work += min(cols, tc.plane-(i%tiles)*cols)
+			}
+			busiest = max(busiest, work)
+		}
+		if even := (tc.n*tc.plane + tc.threads - 1) / tc.threads; busiest > even+cols {
+			t.Errorf("%+v: %d per tile: the busiest worker has %d positions, an even share is %d", tc, cols, busiest, even)
+		}
 	}
 }

@@ -26,6 +26,11 @@
 // values, 36 KiB) stay in L1 while all the row blocks pass over them; y is
 // written once per K block; W is never repacked.
 //
+// A 3x3 conv with padding 1 skips im2col altogether (conv_tile_taps): the
+// kernel reads each of B's rows straight from the input plane, shifted by
+// its tap, with the padding masked off; for stride 1 that is the input
+// itself, so nothing is copied.
+//
 // The same kernel runs the 16 products of a Winograd conv (gemm_tiles,
 // winograd.go) and the detect head with positions as rows (head_tile).
 
@@ -42,13 +47,20 @@ static int gemm_supported(void) {
 }
 
 // kern_nv computes the MR x (16*nv) block c (row stride ldc; rows x cols of
-// it are stored) += or = a[kc x MR] · b[kc x 16*nv] (row stride ldb; only
-// cols columns are read), then on the last block adds bias (unless NULL)
-// and applies act. Inlined with a constant nv (kern below), so the
-// accumulators live in registers.
+// it are stored) += or = a · B, then on the last block adds bias (unless
+// NULL) and cbias (a column bias, unless NULL) and applies act. a is kc*ntap
+// rows of MR filter values (row stride lda). With ntap == 1, B is kc rows
+// of b (row stride ldb), cols columns read. With ntap taps, B is the
+// implicit im2col matrix of a kxk conv (conv_tile_taps): for each of kc
+// input channels (b advancing by ldb) the ntap rows b + toff[t], vector v
+// of row t read under tmask[3*t+v] (lanes outside the input or past cols
+// read as 0; masked loads never touch those addresses). Inlined with
+// constant nv and ntap (kern, kern_taps below), so the accumulators live
+// in registers.
 __attribute__((target("avx512f,fma"), always_inline))
-static inline void kern_nv(const int nv, int kc, const float *a, size_t lda, const float *b, size_t ldb, float *c, size_t ldc,
-		int rows, int cols, int first, int last, const float *bias, const float *cbias, int act, float slope) {
+static inline void kern_nv(const int nv, const int ntap, int kc, const float *a, size_t lda, const float *b, size_t ldb,
+		const int *toff, const __mmask16 *tmask, float *c, size_t ldc, int rows, int cols, int first, int last,
+		const float *bias, const float *cbias, int act, float slope) {
 	__m512 acc[MR][3];
 	__mmask16 mk[3];
 	for (int v = 0; v < 3; v++) {
@@ -63,22 +75,29 @@ static inline void kern_nv(const int nv, int kc, const float *a, size_t lda, con
 		}
 	}
 	for (int p = 0; p < kc; p++) {
-		__m512 bv[3];
+#pragma GCC unroll 9
+		for (int t = 0; t < ntap; t++) {
+			const float *bt = ntap == 1 ? b : b + toff[t];
+			__m512 bv[3];
 #pragma GCC unroll 3
-		for (int v = 0; v < nv; v++) bv[v] = _mm512_maskz_loadu_ps(mk[v], b + 16 * v);
-		// the same row of the next NR columns, which the next call reads
-		// (in place, a 1x1 conv's input rows are a page apart: too many
-		// streams for the hardware prefetcher)
-		_mm_prefetch((const char *)(b + NR), _MM_HINT_T0);
-		_mm_prefetch((const char *)(b + NR + 16), _MM_HINT_T0);
-		_mm_prefetch((const char *)(b + NR + 32), _MM_HINT_T0);
+			for (int v = 0; v < nv; v++) bv[v] = _mm512_maskz_loadu_ps(ntap == 1 ? mk[v] : tmask[3 * t + v], bt + 16 * v);
+			// the same row of the next NR columns, which the next call
+			// reads (in place, a 1x1 conv's input rows are a page apart:
+			// too many streams for the hardware prefetcher); for taps,
+			// once per input row
+			if (ntap == 1 || t % 3 == 0) {
+				_mm_prefetch((const char *)(bt + NR), _MM_HINT_T0);
+				_mm_prefetch((const char *)(bt + NR + 16), _MM_HINT_T0);
+				_mm_prefetch((const char *)(bt + NR + 32), _MM_HINT_T0);
+			}
 #pragma GCC unroll 8
-		for (int r = 0; r < MR; r++) {
-			const __m512 av = _mm512_set1_ps(a[r]);
+			for (int r = 0; r < MR; r++) {
+				const __m512 av = _mm512_set1_ps(a[r]);
 #pragma GCC unroll 3
-			for (int v = 0; v < nv; v++) acc[r][v] = _mm512_fmadd_ps(av, bv[v], acc[r][v]);
+				for (int v = 0; v < nv; v++) acc[r][v] = _mm512_fmadd_ps(av, bv[v], acc[r][v]);
+			}
+			a += lda;
 		}
-		a += lda;
 		b += ldb;
 	}
 	const __m512 zero = _mm512_setzero_ps(), sl = _mm512_set1_ps(slope);
@@ -102,18 +121,55 @@ static inline void kern_nv(const int nv, int kc, const float *a, size_t lda, con
 	}
 }
 
-// kern is kern_nv for the narrowest vector count that covers cols (<= NR).
+// kern is kern_nv for B a plain matrix, at the narrowest vector count that
+// covers cols (<= NR).
 __attribute__((target("avx512f,fma")))
 static void kern(int kc, const float *a, size_t lda, const float *b, size_t ldb, float *c, size_t ldc, int rows, int cols,
 		int first, int last, const float *bias, const float *cbias, int act, float slope) {
-	if (cols > 32) kern_nv(3, kc, a, lda, b, ldb, c, ldc, rows, cols, first, last, bias, cbias, act, slope);
-	else if (cols > 16) kern_nv(2, kc, a, lda, b, ldb, c, ldc, rows, cols, first, last, bias, cbias, act, slope);
-	else kern_nv(1, kc, a, lda, b, ldb, c, ldc, rows, cols, first, last, bias, cbias, act, slope);
+	if (cols > 32) kern_nv(3, 1, kc, a, lda, b, ldb, NULL, NULL, c, ldc, rows, cols, first, last, bias, cbias, act, slope);
+	else if (cols > 16) kern_nv(2, 1, kc, a, lda, b, ldb, NULL, NULL, c, ldc, rows, cols, first, last, bias, cbias, act, slope);
+	else kern_nv(1, 1, kc, a, lda, b, ldb, NULL, NULL, c, ldc, rows, cols, first, last, bias, cbias, act, slope);
 }
+
+// kern_taps is kern_nv for the 9 taps of a 3x3 conv over kc input
+// channels (channel stride ldb); filters a packed with row stride MR.
+__attribute__((target("avx512f,fma")))
+static void kern_taps(int kc, const float *a, const float *b, size_t ldb, const int *toff, const __mmask16 *tmask,
+		float *c, size_t ldc, int rows, int cols, int first, int last, const float *bias, int act, float slope) {
+	if (cols > 32) kern_nv(3, 9, kc, a, MR, b, ldb, toff, tmask, c, ldc, rows, cols, first, last, bias, NULL, act, slope);
+	else if (cols > 16) kern_nv(2, 9, kc, a, MR, b, ldb, toff, tmask, c, ldc, rows, cols, first, last, bias, NULL, act, slope);
+	else kern_nv(1, 9, kc, a, MR, b, ldb, toff, tmask, c, ldc, rows, cols, first, last, bias, NULL, act, slope);
+}
+
+// tap_masks sets tm[3*t+v] for the NR positions [q0, q0+n) of an ho x wo
+// output (q = oy*wo + ox): lane l of vector v is set when position
+// q0+16v+l < q0+n and tap t reads inside its input plane, 0 <= oy+di[t] <
+// ho and 0 <= ox+dj[t] < wo.
+static void tap_masks(__mmask16 *tm, int q0, int n, int ho, int wo, const signed char *di, const signed char *dj) {
+	for (int t = 0; t < 9; t++) {
+		for (int v = 0; v < 3; v++) tm[3 * t + v] = 0;
+	}
+	int oy = q0 / wo, ox = q0 % wo;
+	for (int l = 0; l < n; l++) {
+		for (int t = 0; t < 9; t++) {
+			const int iy = oy + di[t], ix = ox + dj[t];
+			if (iy >= 0 && iy < ho && ix >= 0 && ix < wo) tm[3 * t + l / 16] |= (__mmask16)(1u << (l % 16));
+		}
+		if (++ox == wo) {
+			ox = 0;
+			oy++;
+		}
+	}
+}
+
 #else
 static int gemm_supported(void) { return 0; }
 static void kern(int kc, const float *a, size_t lda, const float *b, size_t ldb, float *c, size_t ldc, int rows, int cols,
 		int first, int last, const float *bias, const float *cbias, int act, float slope) {}
+typedef unsigned short __mmask16;
+static void kern_taps(int kc, const float *a, const float *b, size_t ldb, const int *toff, const __mmask16 *tmask,
+		float *c, size_t ldc, int rows, int cols, int first, int last, const float *bias, int act, float slope) {}
+static void tap_masks(__mmask16 *tm, int q0, int n, int ho, int wo, const signed char *di, const signed char *dj) {}
 
 #endif
 
@@ -157,6 +213,115 @@ static void conv_tile(const float *wp, int m, int K, int kcMax,
 			for (int i = 0; i < m; i += MR) {
 				kern(kc, wp + ((size_t)(i / MR) * K + k0) * MR, MR, b + (q0 - p0), ld, y + (size_t)i * ldy + q0, ldy,
 					m - i < MR ? m - i : MR, n, first, last, bias ? bias + i : NULL, NULL, act, slope);
+			}
+		}
+	}
+}
+
+// conv_taps is a 3x3 conv (padding 1, stride 1 or 2) as an implicit GEMM:
+// B's rows are read straight from the input planes, one row per (input
+// channel, tap), no im2col block. Output position q = oy*wo + ox reads
+// tap (ky, kx) of channel c at plane + toff[t] + q, so every row is a
+// contiguous run of the input shifted by the tap: for stride 1 the input
+// plane itself (toff = di*wo + dj, di = ky-1, dj = kx-1); for stride 2 the
+// input split into its four phases (x[2i+py][2j+px], ho x wo each,
+// phase_split), where tap (ky, kx) reads phase ((ky+1)%2, (kx+1)%2) at
+// di = -1 for ky == 0, else 0 (likewise dj). Lanes whose tap falls in the
+// padding are masked (tap_masks).
+typedef struct {
+	int toff[9];
+	signed char di[9], dj[9];
+	size_t cstride; // values from one input channel's planes to the next
+} conv_taps;
+
+static conv_taps make_taps(int s, int ho, int wo) {
+	conv_taps tp;
+	for (int ky = 0; ky < 3; ky++) {
+		for (int kx = 0; kx < 3; kx++) {
+			const int t = ky * 3 + kx;
+			if (s == 1) {
+				tp.di[t] = ky - 1, tp.dj[t] = kx - 1;
+				tp.toff[t] = (ky - 1) * wo + (kx - 1);
+			} else {
+				tp.di[t] = ky == 0 ? -1 : 0, tp.dj[t] = kx == 0 ? -1 : 0;
+				tp.toff[t] = (((ky + 1) % 2) * 2 + (kx + 1) % 2) * ho * wo + tp.di[t] * wo + tp.dj[t];
+			}
+		}
+	}
+	tp.cstride = (size_t)(s == 1 ? 1 : 4) * ho * wo;
+	return tp;
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+// deinterleave16 writes d0[j] = src[2j], d1[j] = src[2j+1] for j below n
+// rounded down to 16 and returns that count.
+__attribute__((target("avx512f")))
+static int deinterleave16(float *d0, float *d1, const float *src, int n) {
+	const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+	const __m512i odd = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+	int j = 0;
+	for (; j + 16 <= n; j += 16) {
+		const __m512 a = _mm512_loadu_ps(src + 2 * j), b = _mm512_loadu_ps(src + 2 * j + 16);
+		_mm512_storeu_ps(d0 + j, _mm512_permutex2var_ps(a, even, b));
+		_mm512_storeu_ps(d1 + j, _mm512_permutex2var_ps(a, odd, b));
+	}
+	return j;
+}
+#endif
+
+// phase_split writes channels [c0, c1) of x (C x h x w) as their four
+// stride-2 phases into dst (per channel 4 planes of ho x wo, phase py*2+px
+// holding x[2i+py][2j+px], 0 past the input's edge).
+Y7_VEC static void phase_split(float *dst, const float *x, int h, int w, int ho, int wo, int c0, int c1) {
+	for (int c = c0; c < c1; c++) {
+		const float *xc = x + (size_t)c * h * w;
+		float *pc = dst + (size_t)c * 4 * ho * wo;
+		for (int py = 0; py < 2; py++) {
+			for (int i = 0; i < ho; i++) {
+				float *d0 = pc + ((size_t)(py * 2) * ho + i) * wo, *d1 = pc + ((size_t)(py * 2 + 1) * ho + i) * wo;
+				const int r = 2 * i + py;
+				if (r >= h) {
+					memset(d0, 0, sizeof(float) * wo);
+					memset(d1, 0, sizeof(float) * wo);
+					continue;
+				}
+				const float *src = xc + (size_t)r * w;
+				const int full = w / 2 < wo ? w / 2 : wo; // j with 2j+1 < w
+				int j0 = 0;
+#if defined(__x86_64__) && defined(__GNUC__)
+				if (gemm_supported()) j0 = deinterleave16(d0, d1, src, full);
+#endif
+				for (int j = j0; j < full; j++) {
+					d0[j] = src[2 * j];
+					d1[j] = src[2 * j + 1];
+				}
+				for (int j = full; j < wo; j++) {
+					d0[j] = 2 * j < w ? src[2 * j] : 0;
+					d1[j] = 0;
+				}
+			}
+		}
+	}
+}
+
+// conv_tile_taps is conv_tile for a 3x3 conv through taps: rows [0, m)
+// and positions [p0, p1) of y (row stride ldy) for one image, x its input
+// planes (the image, or its phases for stride 2) laid out as tp says, cin
+// input channels taken kcc at a time (K blocks of 9*kcc rows).
+static void conv_tile_taps(const float *wp, int m, int cin, int kcc, const float *x, const conv_taps *tp, int ho, int wo,
+		int p0, int p1, float *y, size_t ldy, const float *bias, int act, float slope) {
+	const int K = 9 * cin;
+	__mmask16 tm[27];
+	for (int c0 = 0; c0 < cin; c0 += kcc) {
+		const int cc = cin - c0 < kcc ? cin - c0 : kcc;
+		const int first = c0 == 0, last = c0 + cc == cin;
+		for (int q0 = p0; q0 < p1; q0 += NR) {
+			const int n = p1 - q0 < NR ? p1 - q0 : NR;
+			tap_masks(tm, q0, n, ho, wo, tp->di, tp->dj);
+			for (int i = 0; i < m; i += MR) {
+				kern_taps(cc, wp + ((size_t)(i / MR) * K + (size_t)c0 * 9) * MR, x + (size_t)c0 * tp->cstride + q0,
+					tp->cstride, tp->toff, tm, y + (size_t)i * ldy + q0, ldy, m - i < MR ? m - i : MR, n, first, last,
+					bias ? bias + i : NULL, act, slope);
 			}
 		}
 	}

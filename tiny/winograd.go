@@ -398,6 +398,17 @@ func (d *CPU) winogradSplit(y, x NCHW, m int) winogradPlan {
 // too narrow to beat one im2col GEMM.
 const winogradMinTiles = 32
 
+// winogradPays reports whether a 3x3 stride-1 conv y = conv(x) runs faster
+// through Winograd F(4x4,3x3) than through taps on the packed-GEMM path:
+// on maps of at least 40x40 with channels enough (in*out*min(plane, 6400)
+// at least 64*128*1600), where the 16 GEMMs are wide and long enough to
+// pay for the transforms. Measured (BenchmarkCPUConvs, 2 threads) on the
+// yolov7-tiny shapes at 320, 416 and 640.
+func winogradPays(y, x NCHW) bool {
+	plane := y.H * y.W
+	return plane >= 1600 && x.C*y.C*min(plane, 6400) >= 64*128*1600
+}
+
 // PrepareConv implements ConvPreparer: a 3x3 stride-1 conv on a map large
 // enough gets its Winograd filters (F(4x4,3x3) on the packed-GEMM path
 // where a work item has winogradMinTiles 4x4 tiles, else F(2x2,3x3) where
@@ -406,7 +417,7 @@ const winogradMinTiles = 32
 // packed-GEMM path (cpu_gemm.go).
 func (d *CPU) PrepareConv(y, x NCHW, c ConvArgs) (ConvArgs, error) {
 	c.Winograd, c.Packed = nil, nil
-	if !d.noWinograd && winogradApplies(x, c) {
+	if !d.noWinograd && winogradApplies(x, c) && (!d.packedGEMM() || !d.tapsApply(x, c) || winogradPays(y, x)) {
 		for _, m := range d.winogradTiles() {
 			if s := d.winogradSplit(y, x, m); s.rows*s.tw >= winogradMinTiles {
 				return d.withWinograd(y, x, c, m)
