@@ -38,10 +38,11 @@ type CPU struct {
 	// than taps (conv_tile_taps in gemm.h; side-by-side benchmarks and
 	// tests).
 	noTaps bool
-	// tapsS2 sends the packed-GEMM path's 3x3 stride-2 convs through
-	// taps too (the input split into its phases first); off by default:
-	// slower than im2col (the split is one more pass over the input).
-	tapsS2 bool
+	// tapsS2MinIn is the fewest input channels for which a 3x3 stride-2
+	// conv goes through taps rather than im2col: with fewer (the first
+	// layer's 3) splitting the input rows into phases costs more than it
+	// saves.
+	tapsS2MinIn int
 	// tapKC is the input channels of one K block of a conv through taps.
 	tapKC int
 
@@ -78,7 +79,7 @@ func NewCPU(threads int) *CPU {
 		threads = runtime.GOMAXPROCS(0)
 	}
 	setBLASThreads(1)
-	d := &CPU{threads: threads, tileCols: DefaultTileCols, tapKC: defaultTapKC}
+	d := &CPU{threads: threads, tileCols: DefaultTileCols, tapKC: defaultTapKC, tapsS2MinIn: 16}
 	if threads > 1 {
 		d.pool = newWorkerPool(threads - 1)
 		// Stop the workers once the device is unreachable (they hold no

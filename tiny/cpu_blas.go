@@ -42,7 +42,23 @@ static void add_bias_rows(float *y, int rows, int cols, int ld, const float *bia
 // vectorises them (no NaN special case: max-pool inputs are finite).
 static void max_pool_plane(float *dst, const float *src, float *tmp, int h, int w, int ho, int wo,
 		int k, int s, int pad) {
-	for (int iy = 0; iy < h; iy++) {
+	const int taps = s == 1 && 2 * pad < k;
+	for (int iy = 0; iy < h && taps; iy++) {
+		// stride 1: the window's taps one after another over the row,
+		// each over the outputs it reaches (tap pad, in[ox], reaches all:
+		// 2*pad < k, so wo <= w)
+		const float *in = src + (size_t)iy * w;
+		float *out = tmp + (size_t)iy * wo;
+		memcpy(out, in, sizeof(float) * wo);
+		for (int t = 0; t < k; t++) {
+			if (t == pad) continue;
+			int lo = pad - t, hi = w + pad - t; // 0 <= ox-pad+t < w
+			if (lo < 0) lo = 0;
+			if (hi > wo) hi = wo;
+			for (int ox = lo; ox < hi; ox++) out[ox] = in[ox + t - pad] > out[ox] ? in[ox + t - pad] : out[ox];
+		}
+	}
+	for (int iy = 0; iy < h && !taps; iy++) {
 		const float *in = src + (size_t)iy * w;
 		float *out = tmp + (size_t)iy * wo;
 		for (int ox = 0; ox < wo; ox++) {
@@ -83,47 +99,53 @@ static void max_pool_2x2(float *dst, const float *src, int w, int ho, int wo) {
 
 // The loop bodies of MaxPool, Upsample2x and Head, run on the C pool.
 
-// pool_args are one max-pool's parameters: item i is plane i%c of image i/c.
+// pool_args are one max-pool's parameters: item i is planes [i*per,
+// (i+1)*per) of the n*c, plane p being channel p%c of image p/c.
 typedef struct {
 	const float *x;
 	float *y, *scratch;
 	size_t xbatch, ybatch, perItem;
-	int c, h, w, ho, wo, k, s, pad;
+	int c, h, w, ho, wo, k, s, pad, per, planes;
 } pool_args;
 
 static void pool_item(const void *va, int worker, int i) {
 	const pool_args *a = va;
-	const int n = i / a->c, ch = i % a->c;
-	const float *src = a->x + n * a->xbatch + (size_t)ch * a->h * a->w;
-	float *dst = a->y + n * a->ybatch + (size_t)ch * a->ho * a->wo;
-	if (a->k == 2 && a->s == 2 && a->pad == 0) {
-		max_pool_2x2(dst, src, a->w, a->ho, a->wo);
-	} else {
-		max_pool_plane(dst, src, a->scratch + worker * a->perItem, a->h, a->w, a->ho, a->wo, a->k, a->s, a->pad);
+	for (int p = i * a->per; p < (i + 1) * a->per && p < a->planes; p++) {
+		const int n = p / a->c, ch = p % a->c;
+		const float *src = a->x + n * a->xbatch + (size_t)ch * a->h * a->w;
+		float *dst = a->y + n * a->ybatch + (size_t)ch * a->ho * a->wo;
+		if (a->k == 2 && a->s == 2 && a->pad == 0) {
+			max_pool_2x2(dst, src, a->w, a->ho, a->wo);
+		} else {
+			max_pool_plane(dst, src, a->scratch + worker * a->perItem, a->h, a->w, a->ho, a->wo, a->k, a->s, a->pad);
+		}
 	}
 }
 
 static void max_pool(y7_pool *pool, int items, pool_args a) { y7_pool_run(pool, items, pool_item, &a); }
 
-// up_args are one 2x nearest upsample's parameters: item i is plane i%c of
-// image i/c.
+// up_args are one 2x nearest upsample's parameters: item i is planes
+// [i*per, (i+1)*per) as in pool_args.
 typedef struct {
 	const float *x;
 	float *y;
 	size_t xbatch, ybatch;
-	int c, h, w;
+	int c, h, w, per, planes;
 } up_args;
 
 static void up_item(const void *va, int worker, int i) {
 	const up_args *a = va;
-	const int n = i / a->c, ch = i % a->c, h = a->h, w = a->w;
-	const float *src = a->x + n * a->xbatch + (size_t)ch * h * w;
-	float *dst = a->y + n * a->ybatch + (size_t)ch * 4 * h * w;
-	for (int r = 0; r < h; r++) {
-		const float *in = src + (size_t)r * w;
-		float *out = dst + (size_t)2 * r * 2 * w;
-		for (int j = 0; j < w; j++) out[2 * j] = out[2 * j + 1] = in[j];
-		memcpy(out + 2 * w, out, sizeof(float) * 2 * w);
+	const int h = a->h, w = a->w;
+	for (int p = i * a->per; p < (i + 1) * a->per && p < a->planes; p++) {
+		const int n = p / a->c, ch = p % a->c;
+		const float *src = a->x + n * a->xbatch + (size_t)ch * h * w;
+		float *dst = a->y + n * a->ybatch + (size_t)ch * 4 * h * w;
+		for (int r = 0; r < h; r++) {
+			const float *in = src + (size_t)r * w;
+			float *out = dst + (size_t)2 * r * 2 * w;
+			for (int j = 0; j < w; j++) out[2 * j] = out[2 * j + 1] = in[j];
+			memcpy(out + 2 * w, out, sizeof(float) * 2 * w);
+		}
 	}
 }
 
@@ -254,7 +276,19 @@ func (d *CPU) maxPoolPlanes(y, x NCHW, p PoolArgs, scratch []float32) {
 	if len(scratch) > 0 {
 		a.scratch = fptr(scratch)
 	}
-	C.max_pool(d.cpool(), C.int(x.N*x.C), a)
+	per, items := d.planesPerItem(x.N*x.C, x.Plane())
+	a.per, a.planes = C.int(per), C.int(x.N*x.C)
+	C.max_pool(d.cpool(), C.int(items), a)
+}
+
+// planesPerItem groups planes of plane values each into work items: about
+// planeItemValues values per item (one item per plane on large maps), and
+// at least two items per thread where there are planes enough. It returns
+// the planes per item and the number of items.
+func (d *CPU) planesPerItem(planes, plane int) (per, items int) {
+	const planeItemValues = 16384
+	per = max(1, min(planeItemValues/max(1, plane), planes/(2*d.threads)))
+	return per, (planes + per - 1) / per
 }
 
 // upsamplePlanes runs Upsample2x's planes on the C pool. The caller holds
@@ -262,7 +296,9 @@ func (d *CPU) maxPoolPlanes(y, x NCHW, p PoolArgs, scratch []float32) {
 func (d *CPU) upsamplePlanes(y, x NCHW) {
 	a := C.up_args{x: fptr(x.Data), y: fptr(y.Data), xbatch: C.size_t(x.BatchStride()), ybatch: C.size_t(y.BatchStride()),
 		c: C.int(x.C), h: C.int(x.H), w: C.int(x.W)}
-	C.upsample2x(d.cpool(), C.int(x.N*x.C), a)
+	per, items := d.planesPerItem(x.N*x.C, x.Plane())
+	a.per, a.planes = C.int(per), C.int(x.N*x.C)
+	C.upsample2x(d.cpool(), C.int(items), a)
 }
 
 // headTiles runs Head's position tiles (rows positions each) on the C

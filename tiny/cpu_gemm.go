@@ -26,44 +26,37 @@ static void conv_item(const void *va, int worker, int i) {
 	const int m0 = j * a->mc, m1 = m0 + a->mc < a->m ? m0 + a->mc : a->m;
 	const int plane = a->ho * a->wo;
 	const int p0 = ti * a->cols, p1 = p0 + a->cols < plane ? p0 + a->cols : plane;
+	float *bp = a->scratch ? a->scratch + (size_t)worker * a->perItem : NULL;
 	if (a->taps) {
-		conv_tile_taps(a->wp + (size_t)m0 * a->kdim, m1 - m0, a->kdim / 9, a->kc, a->x + n * a->xbatch, &a->tp, a->ho, a->wo,
-			p0, p1, a->y + n * a->ybatch + (size_t)m0 * plane, plane, a->bias + m0, a->act, a->slope);
+		const int cin = a->kdim / 9;
+		const float *x = a->x + n * a->xbatch;
+		conv_taps tp = a->tp;
+		int qbase = 0;
+		if (a->s == 2) {
+			// the phases of the input rows this tile reads, into the
+			// worker's scratch (L2-sized; a tile's own rows, so the
+			// split costs one pass over the input per chunk)
+			const int i0 = p0 / a->wo > 0 ? p0 / a->wo - 1 : 0, rows = (p1 - 1) / a->wo - i0 + 1;
+			phase_split(bp, x, cin, a->h, a->w, a->wo, i0, rows);
+			tp = make_taps(2, rows, a->wo);
+			x = bp;
+			qbase = i0 * a->wo;
+		}
+		conv_tile_taps(a->wp + (size_t)m0 * a->kdim, m1 - m0, cin, a->kc, x, &tp, a->ho, a->wo,
+			qbase, p0, p1, a->y + n * a->ybatch + (size_t)m0 * plane, plane, a->bias + m0, a->act, a->slope);
 		return;
 	}
-	float *bp = a->scratch ? a->scratch + (size_t)worker * a->perItem : NULL;
 	conv_tile(a->wp + (size_t)m0 * a->kdim, m1 - m0, a->kdim, a->kc,
 		a->x + n * a->xbatch, a->h, a->w, a->k, a->s, a->pad, a->wo, a->direct, (size_t)a->h * a->w,
 		p0, p1, a->y + n * a->ybatch + (size_t)m0 * plane, plane, a->bias + m0, a->act, a->slope, bp, a->ldbp);
 }
 
-// phase_item splits channel chunk i of image i/chunks of a stride-2 conv's
-// input into its phases (a.scratch, one image after another).
-static void phase_item(const void *va, int worker, int i) {
-	const conv_args *a = va;
-	const int cin = a->kdim / 9, per = (cin + a->chunks - 1) / a->chunks;
-	const int n = i / a->chunks, c0 = (i % a->chunks) * per, c1 = c0 + per < cin ? c0 + per : cin;
-	if (c0 < c1) {
-		phase_split(a->scratch + (size_t)n * cin * 4 * a->ho * a->wo, a->x + n * a->xbatch, a->h, a->w, a->ho, a->wo, c0, c1);
-	}
-}
-
 static void conv_packed(y7_pool *pool, int items, conv_args a) {
-	if (a.taps) {
-		a.tp = make_taps(a.s, a.ho, a.wo);
-		if (a.s == 2) {
-			// the phases first (every item reads all of them), then the
-			// conv reads them as its input, one image after another
-			const int images = items / (a.tiles * a.chunks);
-			conv_args p = a;
-			p.chunks = 4;
-			y7_pool_run(pool, images * p.chunks, phase_item, &p);
-			a.x = a.scratch;
-			a.xbatch = (size_t)(a.kdim / 9) * 4 * a.ho * a.wo;
-		}
-	}
+	if (a.taps) a.tp = make_taps(a.s, a.ho, a.wo);
 	y7_pool_run(pool, items, conv_item, &a);
 }
+
+static int phase_rows_of(int cols, int ho, int wo) { return phase_rows(cols, ho, wo); }
 
 // head_args are one detect conv's parameters: item i is position tile
 // i%tiles (rows positions) of image i/tiles, every anchor.
@@ -150,10 +143,9 @@ type packedPlan struct {
 	ldbp    int // row stride of a K block of the im2col matrix (0: direct)
 	perItem int // im2col scratch of one worker
 	// taps: a 3x3 conv as an implicit GEMM (conv_tile_taps), kc then
-	// counts input channels; phase is the scratch of a stride-2 input's
-	// phases, per image
-	taps  bool
-	phase int
+	// counts input channels (and perItem, for stride 2, is the phases of
+	// a tile's input rows)
+	taps bool
 }
 
 // packedSplit plans y = conv(x) over d.threads: tiles of at most
@@ -173,7 +165,7 @@ func (d *CPU) packedSplit(y, x NCHW, c ConvArgs) packedPlan {
 		s.taps = true
 		s.kc = min(x.C, max(1, d.tapKC))
 		if c.S == 2 {
-			s.phase = 4 * y.H * y.W * x.C
+			s.perItem = x.C * 4 * int(C.phase_rows_of(C.int(s.cols), C.int(y.H), C.int(y.W))) * y.W
 		}
 	}
 	s.mc, s.chunks = y.C, 1
@@ -251,13 +243,14 @@ func oddLines(n int) int {
 
 // scratch is the scratch a conv of n images needs on threads workers.
 func (s packedPlan) scratch(threads, n int) int {
-	return min(threads, n*s.tiles*s.chunks)*s.perItem + n*s.phase
+	return min(threads, n*s.tiles*s.chunks) * s.perItem
 }
 
 // tapsApply reports whether d runs the packed conv y = conv(x) through
-// taps: a 3x3 conv with padding 1 and stride 1 or 2.
+// taps: a 3x3 conv with padding 1 and stride 1, or stride 2 and at least
+// d.tapsS2MinIn input channels.
 func (d *CPU) tapsApply(x NCHW, c ConvArgs) bool {
-	return !d.noTaps && c.K == 3 && c.Pad == 1 && (c.S == 1 || c.S == 2 && d.tapsS2)
+	return !d.noTaps && c.K == 3 && c.Pad == 1 && (c.S == 1 || c.S == 2 && x.C >= d.tapsS2MinIn)
 }
 
 // convPacked is Conv for c.Packed set (checked by Conv).
@@ -282,7 +275,7 @@ func (d *CPU) convPacked(y, x NCHW, c ConvArgs, scratch []float32) error {
 	if s.taps {
 		a.taps = 1
 	}
-	if s.perItem > 0 || s.phase > 0 {
+	if s.perItem > 0 {
 		a.scratch = fptr(scratch)
 	}
 	d.mu.Lock()

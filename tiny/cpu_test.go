@@ -153,14 +153,14 @@ func TestCPUConvMatchesReference(t *testing.T) {
 					t.Fatal(err)
 				}
 				// 3x3 convs through taps (stride 2 too), then through im2col
-				dev.tapsS2 = true
+				dev.tapsS2MinIn = 1
 				devCheckConv(t, dev, y, x, pc, want, mag, 2e-6, 1e-6)
 				if dev.tapsApply(x, c) {
 					dev.noTaps = true
 					devCheckConv(t, dev, y, x, pc, want, mag, 2e-6, 1e-6)
 					dev.noTaps = false
 				}
-				dev.tapsS2 = false
+				dev.tapsS2MinIn = 16
 			})
 		}
 	}
@@ -247,29 +247,32 @@ func TestCPUMaxPoolMatchesReference(t *testing.T) {
 	}
 }
 
+// TestCPUUpsample: every output is its nearest input, for one plane per
+// work item and for several (many small planes).
 func TestCPUUpsample(t *testing.T) {
 	dev := NewCPU(2)
-	r := rand.New(rand.NewPCG(3, 3))
-	x := devEmbed(r, 2, 3, 5, 7, 2)
-	y := devEmbed(r, 2, 3, 10, 14, 1)
-	outside := append([]float32(nil), y.Data...)
-	if err := dev.Upsample2x(y, x); err != nil {
-		t.Fatal(err)
-	}
-	got, in := devDense(y), devDense(x)
-	for n := 0; n < 2; n++ {
-		for c := 0; c < 3; c++ {
-			for i := 0; i < 10; i++ {
-				for j := 0; j < 14; j++ {
-					if g, w := got[((n*3+c)*10+i)*14+j], in[((n*3+c)*5+i/2)*7+j/2]; g != w {
-						t.Fatalf("upsample (%d,%d,%d,%d) = %v, want %v", n, c, i, j, g, w)
+	for _, nc := range []int{3, 40} {
+		r := rand.New(rand.NewPCG(3, 3))
+		x := devEmbed(r, 2, nc, 5, 7, 2)
+		y := devEmbed(r, 2, nc, 10, 14, 1)
+		outside := append([]float32(nil), y.Data...)
+		if err := dev.Upsample2x(y, x); err != nil {
+			t.Fatal(err)
+		}
+		got, in := devDense(y), devDense(x)
+		for n := 0; n < 2; n++ {
+			for c := 0; c < nc; c++ {
+				for i := 0; i < 10; i++ {
+					for j := 0; j < 14; j++ {
+						if g, w := got[((n*nc+c)*10+i)*14+j], in[((n*nc+c)*5+i/2)*7+j/2]; g != w {
+							t.Fatalf("%d channels: upsample (%d,%d,%d,%d) = %v, want %v", nc, n, c, i, j, g, w)
+						}
 					}
 				}
 			}
 		}
+		devCheckOutside(t, y, outside)
 	}
-	devCheckOutside(t, y, outside)
-
 }
 
 // TestCPUHeadMatchesReference: Head equals the reference 1x1 conv followed

@@ -224,17 +224,19 @@ static void conv_tile(const float *wp, int m, int K, int kcMax,
 // tap (ky, kx) of channel c at plane + toff[t] + q, so every row is a
 // contiguous run of the input shifted by the tap: for stride 1 the input
 // plane itself (toff = di*wo + dj, di = ky-1, dj = kx-1); for stride 2 the
-// input split into its four phases (x[2i+py][2j+px], ho x wo each,
-// phase_split), where tap (ky, kx) reads phase ((ky+1)%2, (kx+1)%2) at
-// di = -1 for ky == 0, else 0 (likewise dj). Lanes whose tap falls in the
-// padding are masked (tap_masks).
+// input rows of the tile split into their four phases (x[2i+py][2j+px],
+// rows x wo each, phase_split), where tap (ky, kx) reads phase ((ky+1)%2,
+// (kx+1)%2) at di = -1 for ky == 0, else 0 (likewise dj). Lanes whose tap
+// falls in the padding are masked (tap_masks).
 typedef struct {
 	int toff[9];
 	signed char di[9], dj[9];
 	size_t cstride; // values from one input channel's planes to the next
 } conv_taps;
 
-static conv_taps make_taps(int s, int ho, int wo) {
+// make_taps lays out the taps of a stride-s conv of output width wo; for
+// stride 2, over phase planes of rows rows.
+static conv_taps make_taps(int s, int rows, int wo) {
 	conv_taps tp;
 	for (int ky = 0; ky < 3; ky++) {
 		for (int kx = 0; kx < 3; kx++) {
@@ -244,11 +246,11 @@ static conv_taps make_taps(int s, int ho, int wo) {
 				tp.toff[t] = (ky - 1) * wo + (kx - 1);
 			} else {
 				tp.di[t] = ky == 0 ? -1 : 0, tp.dj[t] = kx == 0 ? -1 : 0;
-				tp.toff[t] = (((ky + 1) % 2) * 2 + (kx + 1) % 2) * ho * wo + tp.di[t] * wo + tp.dj[t];
+				tp.toff[t] = (((ky + 1) % 2) * 2 + (kx + 1) % 2) * rows * wo + tp.di[t] * wo + tp.dj[t];
 			}
 		}
 	}
-	tp.cstride = (size_t)(s == 1 ? 1 : 4) * ho * wo;
+	tp.cstride = (size_t)(s == 1 ? 1 : 4) * rows * wo;
 	return tp;
 }
 
@@ -269,17 +271,17 @@ static int deinterleave16(float *d0, float *d1, const float *src, int n) {
 }
 #endif
 
-// phase_split writes channels [c0, c1) of x (C x h x w) as their four
-// stride-2 phases into dst (per channel 4 planes of ho x wo, phase py*2+px
-// holding x[2i+py][2j+px], 0 past the input's edge).
-Y7_VEC static void phase_split(float *dst, const float *x, int h, int w, int ho, int wo, int c0, int c1) {
-	for (int c = c0; c < c1; c++) {
+// phase_split writes rows [i0, i0+rows) of the four stride-2 phases of the
+// cin channels of x (cin x h x w) into dst: per channel 4 planes of rows x
+// wo, phase py*2+px holding x[2i+py][2j+px] (0 past the input's edge).
+static void phase_split(float *dst, const float *x, int cin, int h, int w, int wo, int i0, int rows) {
+	for (int c = 0; c < cin; c++) {
 		const float *xc = x + (size_t)c * h * w;
-		float *pc = dst + (size_t)c * 4 * ho * wo;
+		float *pc = dst + (size_t)c * 4 * rows * wo;
 		for (int py = 0; py < 2; py++) {
-			for (int i = 0; i < ho; i++) {
-				float *d0 = pc + ((size_t)(py * 2) * ho + i) * wo, *d1 = pc + ((size_t)(py * 2 + 1) * ho + i) * wo;
-				const int r = 2 * i + py;
+			for (int i = 0; i < rows; i++) {
+				float *d0 = pc + ((size_t)(py * 2) * rows + i) * wo, *d1 = pc + ((size_t)(py * 2 + 1) * rows + i) * wo;
+				const int r = 2 * (i0 + i) + py;
 				if (r >= h) {
 					memset(d0, 0, sizeof(float) * wo);
 					memset(d1, 0, sizeof(float) * wo);
@@ -287,15 +289,15 @@ Y7_VEC static void phase_split(float *dst, const float *x, int h, int w, int ho,
 				}
 				const float *src = xc + (size_t)r * w;
 				const int full = w / 2 < wo ? w / 2 : wo; // j with 2j+1 < w
-				int j0 = 0;
+				int j = 0;
 #if defined(__x86_64__) && defined(__GNUC__)
-				if (gemm_supported()) j0 = deinterleave16(d0, d1, src, full);
+				j = deinterleave16(d0, d1, src, full);
 #endif
-				for (int j = j0; j < full; j++) {
+				for (; j < full; j++) {
 					d0[j] = src[2 * j];
 					d1[j] = src[2 * j + 1];
 				}
-				for (int j = full; j < wo; j++) {
+				for (; j < wo; j++) {
 					d0[j] = 2 * j < w ? src[2 * j] : 0;
 					d1[j] = 0;
 				}
@@ -306,10 +308,11 @@ Y7_VEC static void phase_split(float *dst, const float *x, int h, int w, int ho,
 
 // conv_tile_taps is conv_tile for a 3x3 conv through taps: rows [0, m)
 // and positions [p0, p1) of y (row stride ldy) for one image, x its input
-// planes (the image, or its phases for stride 2) laid out as tp says, cin
-// input channels taken kcc at a time (K blocks of 9*kcc rows).
+// planes laid out as tp says, holding positions from qbase on (the image
+// from 0, or the tile's phases), cin input channels taken kcc at a time
+// (K blocks of 9*kcc rows).
 static void conv_tile_taps(const float *wp, int m, int cin, int kcc, const float *x, const conv_taps *tp, int ho, int wo,
-		int p0, int p1, float *y, size_t ldy, const float *bias, int act, float slope) {
+		int qbase, int p0, int p1, float *y, size_t ldy, const float *bias, int act, float slope) {
 	const int K = 9 * cin;
 	__mmask16 tm[27];
 	for (int c0 = 0; c0 < cin; c0 += kcc) {
@@ -319,12 +322,19 @@ static void conv_tile_taps(const float *wp, int m, int cin, int kcc, const float
 			const int n = p1 - q0 < NR ? p1 - q0 : NR;
 			tap_masks(tm, q0, n, ho, wo, tp->di, tp->dj);
 			for (int i = 0; i < m; i += MR) {
-				kern_taps(cc, wp + ((size_t)(i / MR) * K + (size_t)c0 * 9) * MR, x + (size_t)c0 * tp->cstride + q0,
+				kern_taps(cc, wp + ((size_t)(i / MR) * K + (size_t)c0 * 9) * MR, x + (size_t)c0 * tp->cstride + (q0 - qbase),
 					tp->cstride, tp->toff, tm, y + (size_t)i * ldy + q0, ldy, m - i < MR ? m - i : MR, n, first, last,
 					bias ? bias + i : NULL, act, slope);
 			}
 		}
 	}
+}
+
+// phase_rows is how many phase rows a stride-2 tile of cols positions of
+// an ho x wo output can need: the output rows it spans and the one above.
+static int phase_rows(int cols, int ho, int wo) {
+	const int r = (cols + wo - 1) / wo + 2;
+	return r < ho ? r : ho;
 }
 
 // gemm_tiles is y[m x n] (row stride ldy) = W·B for B (K x n, row stride
