@@ -10,6 +10,7 @@ func (d *CPU) Affine(y, x NCHW, a AffineArgs) error {
 	if err := checkAffine(y, x, a); err != nil {
 		return err
 	}
+	d.flush() // a batch's queued ops first: this one runs now
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	t := &d.affine

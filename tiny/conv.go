@@ -92,6 +92,7 @@ func (d *CPU) Conv(y, x NCHW, c ConvArgs, scratch []float32) error {
 	if len(scratch) < s.scratch {
 		return errConvScratch(len(scratch), s.scratch)
 	}
+	d.flush() // a batch's queued ops first: this path runs now
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if s.byCols {
@@ -200,11 +201,9 @@ func (d *CPU) Head(dst []float32, x NCHW, c ConvArgs, na int) error {
 		if len(c.Packed) != len(c.Weight) || !d.packedGEMM() {
 			return fmt.Errorf("head: %d transposed filter values, want %d on a CPU with AVX-512 (see PrepareHead)", len(c.Packed), len(c.Weight))
 		}
-		d.headPacked(dst, x, c, na, rows, tiles)
-		return nil
+		return d.headPacked(dst, x, c, na, rows, tiles)
 	}
-	d.headTiles(dst, x, c, na, rows, tiles)
-	return nil
+	return d.headTiles(dst, x, c, na, rows, tiles)
 }
 
 func errConvScratch(have, want int) error {

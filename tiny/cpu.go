@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
+	"unsafe"
 )
 
 // CPU is the Device of the host processor. On x86-64 CPUs with AVX-512 the
@@ -46,9 +47,9 @@ type CPU struct {
 	// tapKC is the input channels of one K block of a conv through taps.
 	tapKC int
 
-	// mu serialises ops: the pool and the task structs below serve one
-	// parallel-for at a time.
-	mu   sync.Mutex
+	// mu serialises ops: the pools serve one parallel-for at a time
+	// (shared with the device's batch copy, cpu_batch.go).
+	mu   *sync.Mutex
 	pool *workerPool
 	cp   *cPool // for the loops with C bodies (pool.h)
 
@@ -60,6 +61,9 @@ type CPU struct {
 	affine   affineTask
 
 	cpuTrain // the training ops' task structs (cpu_backward.go)
+
+	batches *cpuBatches    // StartBatch's state, shared with the batch copy
+	q       unsafe.Pointer // on a batch's copy of the device: its C queue
 }
 
 // DefaultTileCols is the target tile width (output positions) of a conv
@@ -79,7 +83,8 @@ func NewCPU(threads int) *CPU {
 		threads = runtime.GOMAXPROCS(0)
 	}
 	setBLASThreads(1)
-	d := &CPU{threads: threads, tileCols: DefaultTileCols, tapKC: defaultTapKC, tapsS2MinIn: 16}
+	d := &CPU{threads: threads, tileCols: DefaultTileCols, tapKC: defaultTapKC, tapsS2MinIn: 16,
+		mu: new(sync.Mutex), batches: new(cpuBatches)}
 	if threads > 1 {
 		d.pool = newWorkerPool(threads - 1)
 		// Stop the workers once the device is unreachable (they hold no
@@ -99,6 +104,7 @@ func NewCPU(threads int) *CPU {
 // afterwards (its ops would then run on the calling goroutine only). Close
 // is safe to call more than once.
 func (d *CPU) Close() {
+	d.batches.close()
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.pool != nil {
@@ -141,6 +147,5 @@ func (d *CPU) Upsample2x(y, x NCHW) error {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.upsamplePlanes(y, x)
-	return nil
+	return d.upsamplePlanes(y, x)
 }

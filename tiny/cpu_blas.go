@@ -122,7 +122,11 @@ static void pool_item(const void *va, int worker, int i) {
 	}
 }
 
-static void max_pool(y7_pool *pool, int items, pool_args a) { y7_pool_run(pool, items, pool_item, &a); }
+static int max_pool(y7_pool *pool, y7_queue *q, int items, pool_args a) {
+	if (q) return y7_queue_add(q, pool_item, items, &a, sizeof a);
+	y7_pool_run(pool, items, pool_item, &a);
+	return 1;
+}
 
 // up_args are one 2x nearest upsample's parameters: item i is planes
 // [i*per, (i+1)*per) as in pool_args.
@@ -149,7 +153,11 @@ static void up_item(const void *va, int worker, int i) {
 	}
 }
 
-static void upsample2x(y7_pool *pool, int items, up_args a) { y7_pool_run(pool, items, up_item, &a); }
+static int upsample2x(y7_pool *pool, y7_queue *q, int items, up_args a) {
+	if (q) return y7_queue_add(q, up_item, items, &a, sizeof a);
+	y7_pool_run(pool, items, up_item, &a);
+	return 1;
+}
 
 // head_args are one detect conv's parameters: item i is position tile
 // i%tiles (rows positions) of image i/tiles; for each anchor the GEMM
@@ -174,7 +182,11 @@ static void head_item(const void *va, int worker, int i) {
 	}
 }
 
-static void head(y7_pool *pool, int items, head_args a) { y7_pool_run(pool, items, head_item, &a); }
+static int head(y7_pool *pool, y7_queue *q, int items, head_args a) {
+	if (q) return y7_queue_add(q, head_item, items, &a, sizeof a);
+	y7_pool_run(pool, items, head_item, &a);
+	return 1;
+}
 */
 import "C"
 
@@ -267,7 +279,7 @@ func maxPool2x2(dst, src []float32, w, ho, wo int) {
 
 // maxPoolPlanes runs MaxPool's planes on the C pool (scratch: one H x Wo
 // plane per worker, or none for the 2x2 window). The caller holds d.mu.
-func (d *CPU) maxPoolPlanes(y, x NCHW, p PoolArgs, scratch []float32) {
+func (d *CPU) maxPoolPlanes(y, x NCHW, p PoolArgs, scratch []float32) error {
 	a := C.pool_args{
 		x: fptr(x.Data), y: fptr(y.Data), xbatch: C.size_t(x.BatchStride()), ybatch: C.size_t(y.BatchStride()),
 		perItem: C.size_t(x.H * y.W), c: C.int(x.C), h: C.int(x.H), w: C.int(x.W), ho: C.int(y.H), wo: C.int(y.W),
@@ -278,7 +290,10 @@ func (d *CPU) maxPoolPlanes(y, x NCHW, p PoolArgs, scratch []float32) {
 	}
 	per, items := d.planesPerItem(x.N*x.C, x.Plane())
 	a.per, a.planes = C.int(per), C.int(x.N*x.C)
-	C.max_pool(d.cpool(), C.int(items), a)
+	if C.max_pool((*C.y7_pool)(d.cpool()), (*C.y7_queue)(d.q), C.int(items), a) == 0 {
+		return errBatchMemory
+	}
+	return nil
 }
 
 // planesPerItem groups planes of plane values each into work items: about
@@ -293,18 +308,24 @@ func (d *CPU) planesPerItem(planes, plane int) (per, items int) {
 
 // upsamplePlanes runs Upsample2x's planes on the C pool. The caller holds
 // d.mu.
-func (d *CPU) upsamplePlanes(y, x NCHW) {
+func (d *CPU) upsamplePlanes(y, x NCHW) error {
 	a := C.up_args{x: fptr(x.Data), y: fptr(y.Data), xbatch: C.size_t(x.BatchStride()), ybatch: C.size_t(y.BatchStride()),
 		c: C.int(x.C), h: C.int(x.H), w: C.int(x.W)}
 	per, items := d.planesPerItem(x.N*x.C, x.Plane())
 	a.per, a.planes = C.int(per), C.int(x.N*x.C)
-	C.upsample2x(d.cpool(), C.int(items), a)
+	if C.upsample2x((*C.y7_pool)(d.cpool()), (*C.y7_queue)(d.q), C.int(items), a) == 0 {
+		return errBatchMemory
+	}
+	return nil
 }
 
 // headTiles runs Head's position tiles (rows positions each) on the C
 // pool. The caller holds d.mu.
-func (d *CPU) headTiles(dst []float32, x NCHW, c ConvArgs, na, rows, tiles int) {
+func (d *CPU) headTiles(dst []float32, x NCHW, c ConvArgs, na, rows, tiles int) error {
 	a := C.head_args{dst: fptr(dst), x: fptr(x.Data), w: fptr(c.Weight), bias: fptr(c.Bias), xbatch: C.size_t(x.BatchStride()),
 		in: C.int(x.C), hw: C.int(x.Plane()), na: C.int(na), no: C.int(len(c.Bias) / na), rows: C.int(rows), tiles: C.int(tiles)}
-	C.head(d.cpool(), C.int(x.N*tiles), a)
+	if C.head((*C.y7_pool)(d.cpool()), (*C.y7_queue)(d.q), C.int(x.N*tiles), a) == 0 {
+		return errBatchMemory
+	}
+	return nil
 }

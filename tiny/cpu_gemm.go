@@ -51,9 +51,13 @@ static void conv_item(const void *va, int worker, int i) {
 		p0, p1, a->y + n * a->ybatch + (size_t)m0 * plane, plane, a->bias + m0, a->act, a->slope, bp, a->ldbp);
 }
 
-static void conv_packed(y7_pool *pool, int items, conv_args a) {
+// conv_packed runs the conv's items on pool now, or, with q, queues them
+// (0: out of memory).
+static int conv_packed(y7_pool *pool, y7_queue *q, int items, conv_args a) {
 	if (a.taps) a.tp = make_taps(a.s, a.ho, a.wo);
+	if (q) return y7_queue_add(q, conv_item, items, &a, sizeof a);
 	y7_pool_run(pool, items, conv_item, &a);
+	return 1;
 }
 
 static int phase_rows_of(int cols, int ho, int wo) { return phase_rows(cols, ho, wo); }
@@ -77,16 +81,24 @@ static void packed_head_item(const void *va, int worker, int i) {
 	}
 }
 
-static void head_packed(y7_pool *pool, int items, packed_head_args a) { y7_pool_run(pool, items, packed_head_item, &a); }
+static int head_packed(y7_pool *pool, y7_queue *q, int items, packed_head_args a) {
+	if (q) return y7_queue_add(q, packed_head_item, items, &a, sizeof a);
+	y7_pool_run(pool, items, packed_head_item, &a);
+	return 1;
+}
 
 static y7_pool *pool_new(int helpers, long spin_ns) { return y7_pool_new(helpers, spin_ns); }
 static void pool_free(y7_pool *p) { y7_pool_free(p); }
+static y7_queue *queue_new(void) { return y7_queue_new(); }
+static void queue_free(y7_queue *q) { y7_queue_free(q); }
+static void queue_run(y7_pool *p, y7_queue *q) { y7_queue_run(p, q); }
 */
 import "C"
 
 import (
 	"fmt"
 	"time"
+	"unsafe"
 )
 
 // The packed-GEMM conv path (the C above). Why not OpenBLAS here: on two
@@ -280,7 +292,9 @@ func (d *CPU) convPacked(y, x NCHW, c ConvArgs, scratch []float32) error {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	C.conv_packed(d.cpool(), C.int(y.N*s.tiles*s.chunks), a)
+	if C.conv_packed(d.cpool(), d.queue(), C.int(y.N*s.tiles*s.chunks), a) == 0 {
+		return errBatchMemory
+	}
 	return nil
 }
 
@@ -322,6 +336,18 @@ func (d *CPU) cpool() *C.y7_pool {
 	return d.cp.p
 }
 
+// queue is where d queues its C loops instead of running them: the
+// batch's queue on a batch's copy of the device (cpu_batch.go), else NULL.
+func (d *CPU) queue() *C.y7_queue { return (*C.y7_queue)(d.q) }
+
+// runQueue runs and empties the C queue q on d's C pool. The caller holds
+// d.mu.
+func (d *CPU) runQueue(q unsafe.Pointer) { C.queue_run(d.cpool(), (*C.y7_queue)(q)) }
+
+func newQueue() unsafe.Pointer { return unsafe.Pointer(C.queue_new()) }
+
+func freeQueue(q unsafe.Pointer) { C.queue_free((*C.y7_queue)(q)) }
+
 // PrepareHead implements HeadPreparer: on the packed-GEMM path the detect
 // conv's filters, transposed per anchor (na x In x no), so the head's GEMM
 // reads them as its B operand (Head).
@@ -347,10 +373,13 @@ func (d *CPU) PrepareHead(x NCHW, c ConvArgs, na int) (ConvArgs, error) {
 
 // headPacked runs Head on the packed-GEMM path: tiles of rows positions,
 // every anchor's GEMM with the positions as rows. The caller holds d.mu.
-func (d *CPU) headPacked(dst []float32, x NCHW, c ConvArgs, na, rows, tiles int) {
+func (d *CPU) headPacked(dst []float32, x NCHW, c ConvArgs, na, rows, tiles int) error {
 	a := C.packed_head_args{dst: fptr(dst), x: fptr(x.Data), wt: fptr(c.Packed), bias: fptr(c.Bias), xbatch: C.size_t(x.BatchStride()),
 		in: C.int(x.C), hw: C.int(x.Plane()), na: C.int(na), no: C.int(len(c.Bias) / na), rows: C.int(rows), tiles: C.int(tiles)}
-	C.head_packed(d.cpool(), C.int(x.N*tiles), a)
+	if C.head_packed(d.cpool(), d.queue(), C.int(x.N*tiles), a) == 0 {
+		return errBatchMemory
+	}
+	return nil
 }
 
 // packWeights writes w (m x kdim) packed for the micro-kernel into dst

@@ -49,6 +49,29 @@ type Syncer interface {
 	Sync() error
 }
 
+// A Batcher is a Device that can defer a run of ops and execute them
+// together (the CPU: one cgo call and one hand-over to its worker threads
+// per forward, instead of one per op, which on a machine with as many
+// cores as workers let the Go scheduler's threads preempt the workers
+// between ops). StartBatch opens a batch; while it is open, another
+// StartBatch on the same Batcher waits for its End.
+type Batcher interface {
+	Device
+	StartBatch() Batch
+}
+
+// A Batch is an open batch of a Batcher: a Device whose ops may run only
+// at its Sync or End, in call order (an op it cannot defer first runs the
+// ones before it). Every buffer passed to its ops must stay allocated,
+// untouched by the host and, if Go memory, pinned (runtime.Pinner) until
+// the next Sync or End. End syncs and closes the batch; the Batch must not
+// be used after it.
+type Batch interface {
+	Device
+	Syncer
+	End() error
+}
+
 // syncDevice waits for dev's queued work when it is a Syncer.
 func syncDevice(dev Device) error {
 	if s, ok := dev.(Syncer); ok {

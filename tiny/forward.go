@@ -2,6 +2,7 @@ package tiny
 
 import (
 	"fmt"
+	"runtime"
 )
 
 // Plan is a deploy Model prepared for one input size on one Device: every
@@ -21,6 +22,10 @@ type Plan struct {
 	scratch    []float32
 	heads      [][]float32 // raw outputs, 1 x NA x H x W x NO per level
 	headShapes [][]int
+	// pins holds every buffer of the plan pinned when dev is a Batcher
+	// (its batches keep pointers to them between cgo calls); unpinned
+	// once the plan is unreachable.
+	pins *runtime.Pinner
 }
 
 // step is one layer of the forward.
@@ -208,7 +213,39 @@ func (m *Model) NewPlan(dev Device, inputSize int) (*Plan, error) {
 	if p.scratch, err = dev.Alloc(scratch); err != nil {
 		return nil, fmt.Errorf("tiny: plan: scratch: %w", err)
 	}
+	if _, ok := dev.(Batcher); ok {
+		p.pinBuffers()
+	}
 	return p, nil
+}
+
+// pinBuffers pins every buffer the plan's ops read or write, except the
+// input (Forward runs the steps that read it outside the batch), and
+// unpins them when the plan becomes unreachable.
+func (p *Plan) pinBuffers() {
+	pins := new(runtime.Pinner)
+	pin := func(b []float32) {
+		if len(b) > 0 {
+			pins.Pin(&b[0])
+		}
+	}
+	for _, t := range p.outs {
+		pin(t.Data)
+	}
+	for _, h := range p.heads {
+		pin(h)
+	}
+	pin(p.scratch)
+	for _, st := range p.steps {
+		for _, c := range append([]ConvArgs{st.conv}, st.det...) {
+			pin(c.Weight)
+			pin(c.Bias)
+			pin(c.Packed)
+			pin(c.Winograd)
+		}
+	}
+	p.pins = pins
+	runtime.AddCleanup(p, func(pins *runtime.Pinner) { pins.Unpin() }, pins)
 }
 
 // view is the output of layer i, or the input for i < 0.
@@ -243,26 +280,44 @@ func (p *Plan) Forward(input []float32) ([][]float32, error) {
 	}
 	p.input.Data = input
 	defer func() { p.input.Data = nil }()
+	// On a Batcher the ops queue up and run together (at the host's
+	// copies and at the end), except those that read the input: it is
+	// the caller's memory, not pinned, so they run at once, on dev.
+	var batch Batch
+	if b, ok := p.dev.(Batcher); ok && p.pins != nil {
+		batch = b.StartBatch()
+		defer batch.End()
+	}
 	for i := range p.steps {
 		st := &p.steps[i]
+		dev := p.dev
+		if batch != nil {
+			dev = batch
+			if readsInput(st) {
+				if err := batch.Sync(); err != nil {
+					return nil, fmt.Errorf("tiny: forward: layer %d (%v): %w", st.layer, st.kind, err)
+				}
+				dev = p.dev
+			}
+		}
 		var err error
 		switch st.kind {
 		case KindConv:
 			switch {
 			case st.skip:
 			case st.fusedOut.Data != nil:
-				err = p.dev.Conv(st.fusedOut, p.view(st.from[0]), st.conv, p.scratch)
+				err = dev.Conv(st.fusedOut, p.view(st.from[0]), st.conv, p.scratch)
 			default:
-				err = p.dev.Conv(p.outs[st.layer], p.view(st.from[0]), st.conv, p.scratch)
+				err = dev.Conv(p.outs[st.layer], p.view(st.from[0]), st.conv, p.scratch)
 			}
 		case KindMaxPool:
-			err = p.dev.MaxPool(p.outs[st.layer], p.view(st.from[0]), st.pool, p.scratch)
+			err = dev.MaxPool(p.outs[st.layer], p.view(st.from[0]), st.pool, p.scratch)
 		case KindUpsample:
-			err = p.dev.Upsample2x(p.outs[st.layer], p.view(st.from[0]))
+			err = dev.Upsample2x(p.outs[st.layer], p.view(st.from[0]))
 		case KindConcat:
 			y := p.outs[st.layer]
 			if len(st.copyIn) > 0 {
-				err = syncDevice(p.dev) // the host copies device output
+				err = syncDevice(dev) // the host copies device output
 			}
 			for _, c := range st.copyIn {
 				if err != nil {
@@ -273,7 +328,7 @@ func (p *Plan) Forward(input []float32) ([][]float32, error) {
 			}
 		case KindDetect:
 			for k, f := range st.from {
-				if err = p.dev.Head(p.heads[k], p.outs[f], st.det[k], p.na); err != nil {
+				if err = dev.Head(p.heads[k], p.outs[f], st.det[k], p.na); err != nil {
 					break
 				}
 			}
@@ -282,10 +337,30 @@ func (p *Plan) Forward(input []float32) ([][]float32, error) {
 			return nil, fmt.Errorf("tiny: forward: layer %d (%v): %w", st.layer, st.kind, err)
 		}
 	}
+	if batch != nil {
+		if err := batch.Sync(); err != nil {
+			return nil, fmt.Errorf("tiny: forward: %w", err)
+		}
+	}
 	if err := syncDevice(p.dev); err != nil {
 		return nil, fmt.Errorf("tiny: forward: %w", err)
 	}
 	return p.heads, nil
+}
+
+// readsInput reports whether step st reads the plan's input (layer -1).
+func readsInput(st *step) bool {
+	for _, f := range st.from {
+		if f < 0 {
+			return true
+		}
+	}
+	for _, c := range st.copyIn {
+		if c[0] < 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // fuseSiblings merges two consecutive 1x1 stride-1 convs that read the same

@@ -335,3 +335,67 @@ func TestPlanCascadesSPPPools(t *testing.T) {
 		t.Errorf("%d SPP pools cascaded, want 2 (the 9 and 13 pools)", cascaded)
 	}
 }
+
+// unbatchedCPU is the CPU device without its Batcher side (its
+// StartBatch has another signature), so a plan runs every op at once.
+type unbatchedCPU struct{ *CPU }
+
+func (unbatchedCPU) StartBatch() {}
+
+// TestPlanBatchMatchesUnbatched: a plan on the CPU runs its ops as one
+// batch (Batcher); the outputs are bit for bit those of the same ops run
+// one by one, for several forwards of different inputs, and a batched
+// forward allocates nothing.
+func TestPlanBatchMatchesUnbatched(t *testing.T) {
+	m, err := NewRandom(Config{NC: 5, Seed: 11})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const size = 128
+	dev := NewCPU(2)
+	defer dev.Close()
+	var _ Batcher = dev
+	batched, err := m.NewPlan(dev, size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if batched.pins == nil {
+		t.Fatal("the CPU plan pinned nothing: it would not batch")
+	}
+	plain, err := m.NewPlan(unbatchedCPU{dev}, size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if plain.pins != nil {
+		t.Fatal("a plan on a device without StartBatch pinned its buffers")
+	}
+	r := rand.New(rand.NewPCG(5, 6))
+	in := make([]float32, 3*size*size)
+	for round := 0; round < 3; round++ {
+		for i := range in {
+			in[i] = r.Float32()
+		}
+		got, err := batched.Forward(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := plain.Forward(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for k := range want {
+			for i := range want[k] {
+				if got[k][i] != want[k][i] {
+					t.Fatalf("round %d, p%d[%d]: batched %v, one by one %v", round, k+3, i, got[k][i], want[k][i])
+				}
+			}
+		}
+	}
+	if n := testing.AllocsPerRun(5, func() {
+		if _, err := batched.Forward(in); err != nil {
+			t.Fatal(err)
+		}
+	}); n != 0 {
+		t.Errorf("a batched forward allocates %v times, want 0", n)
+	}
+}

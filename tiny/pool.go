@@ -29,6 +29,5 @@ func (d *CPU) MaxPool(y, x NCHW, p PoolArgs, scratch []float32) error {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.maxPoolPlanes(y, x, p, scratch)
-	return nil
+	return d.maxPoolPlanes(y, x, p, scratch)
 }

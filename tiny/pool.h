@@ -17,6 +17,7 @@
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 typedef void (*y7_item_fn)(const void *args, int worker, int item);
@@ -178,5 +179,60 @@ static void y7_pool_run(y7_pool *p, int n, y7_item_fn fn, const void *args) {
 	}
 	p->fn = NULL;
 	p->args = NULL;
+}
+
+// y7_queue is a list of deferred loops (CPU batches, cpu_batch.go): each
+// op's fn, item count and a copy of its args, run in order by
+// y7_queue_run, so a forward's ops take one cgo call instead of one each.
+typedef struct {
+	y7_item_fn fn;
+	int items;
+	size_t off; // of the args in the arena
+} y7_op;
+
+typedef struct {
+	y7_op *ops;
+	int n, cap;
+	char *arena;
+	size_t used, size;
+} y7_queue;
+
+static y7_queue *y7_queue_new(void) { return calloc(1, sizeof(y7_queue)); }
+
+static void y7_queue_free(y7_queue *q) {
+	if (!q) return;
+	free(q->ops);
+	free(q->arena);
+	free(q);
+}
+
+// y7_queue_add appends a loop of items items of fn over a copy of the len
+// bytes at args; 0 if memory ran out (the queue is then unchanged).
+static int y7_queue_add(y7_queue *q, y7_item_fn fn, int items, const void *args, size_t len) {
+	if (q->n == q->cap) {
+		const int cap = q->cap ? 2 * q->cap : 64;
+		y7_op *ops = realloc(q->ops, sizeof(y7_op) * cap);
+		if (!ops) return 0;
+		q->ops = ops, q->cap = cap;
+	}
+	const size_t off = (q->used + 63) & ~(size_t)63;
+	if (off + len > q->size) {
+		size_t size = q->size ? 2 * q->size : 16384;
+		while (size < off + len) size *= 2;
+		char *arena = realloc(q->arena, size);
+		if (!arena) return 0;
+		q->arena = arena, q->size = size;
+	}
+	memcpy(q->arena + off, args, len);
+	q->used = off + len;
+	q->ops[q->n++] = (y7_op){fn, items, off};
+	return 1;
+}
+
+// y7_queue_run runs the queued loops in order on p and empties the queue.
+static void y7_queue_run(y7_pool *p, y7_queue *q) {
+	for (int i = 0; i < q->n; i++) y7_pool_run(p, q->ops[i].items, q->ops[i].fn, q->arena + q->ops[i].off);
+	q->n = 0;
+	q->used = 0;
 }
 #endif

@@ -305,8 +305,10 @@ static void wino_item(const void *va, int worker, int i) {
 	}
 }
 
-static void wino_packed(y7_pool *pool, int items, wino_args a) {
+static int wino_packed(y7_pool *pool, y7_queue *q, int items, wino_args a) {
+	if (q) return y7_queue_add(q, wino_item, items, &a, sizeof a);
 	y7_pool_run(pool, items, wino_item, &a);
+	return 1;
 }
 */
 import "C"
@@ -502,9 +504,12 @@ func (d *CPU) convWinograd(y, x NCHW, c ConvArgs, scratch []float32) error {
 		}
 		d.mu.Lock()
 		defer d.mu.Unlock()
-		C.wino_packed((*C.y7_pool)(d.cpool()), C.int(y.N*s.bands*s.chunks), a)
+		if C.wino_packed((*C.y7_pool)(d.cpool()), (*C.y7_queue)(d.q), C.int(y.N*s.bands*s.chunks), a) == 0 {
+			return errBatchMemory
+		}
 		return nil
 	}
+	d.flush() // a batch's queued ops first: this path runs now
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	t := &d.wino
