@@ -146,19 +146,26 @@ static void kern_taps(int kc, const float *a, const float *b, size_t ldb, const 
 // q0+16v+l < q0+n and tap t reads inside its input plane, 0 <= oy+di[t] <
 // ho and 0 <= ox+dj[t] < wo.
 static void tap_masks(__mmask16 *tm, int q0, int n, int ho, int wo, const signed char *di, const signed char *dj) {
-	for (int t = 0; t < 9; t++) {
-		for (int v = 0; v < 3; v++) tm[3 * t + v] = 0;
-	}
+	// per vector, the lanes whose row (column) shifted by -1, 0, +1 stays
+	// inside the plane; a tap's mask is its row mask and its column mask
+	__mmask16 rows[3][3] = {{0}}, cols[3][3] = {{0}};
 	int oy = q0 / wo, ox = q0 % wo;
 	for (int l = 0; l < n; l++) {
-		for (int t = 0; t < 9; t++) {
-			const int iy = oy + di[t], ix = ox + dj[t];
-			if (iy >= 0 && iy < ho && ix >= 0 && ix < wo) tm[3 * t + l / 16] |= (__mmask16)(1u << (l % 16));
-		}
+		const __mmask16 bit = (__mmask16)(1u << (l % 16));
+		const int v = l / 16;
+		if (oy >= 1) rows[v][0] |= bit;
+		rows[v][1] |= bit;
+		if (oy + 1 < ho) rows[v][2] |= bit;
+		if (ox >= 1) cols[v][0] |= bit;
+		cols[v][1] |= bit;
+		if (ox + 1 < wo) cols[v][2] |= bit;
 		if (++ox == wo) {
 			ox = 0;
 			oy++;
 		}
+	}
+	for (int t = 0; t < 9; t++) {
+		for (int v = 0; v < 3; v++) tm[3 * t + v] = rows[v][di[t] + 1] & cols[v][dj[t] + 1];
 	}
 }
 
