@@ -83,6 +83,68 @@ static void max_pool_plane(float *dst, const float *src, float *tmp, int h, int 
 	}
 }
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define Y7_SAME_MAX_VEC 64 // planes of up to 64 vectors (1024 values)
+#define Y7_SAME_MAX_K 13
+
+// same_masks are the lane masks of max_pool_same for one plane shape:
+// per vector, the lanes inside the plane (all) and those whose tap t
+// stays inside their row (cm) or column (rm).
+typedef struct {
+	__mmask16 cm[Y7_SAME_MAX_VEC][Y7_SAME_MAX_K], rm[Y7_SAME_MAX_VEC][Y7_SAME_MAX_K], all[Y7_SAME_MAX_VEC];
+} same_masks;
+
+static void make_same_masks(same_masks *mk, int h, int w, int k) {
+	const int hw = h * w, nv = (hw + 15) / 16, pad = (k - 1) / 2;
+	for (int v = 0; v < nv; v++) {
+		mk->all[v] = 0;
+		for (int t = 0; t < k; t++) mk->cm[v][t] = mk->rm[v][t] = 0;
+		for (int l = 0; l < 16 && 16 * v + l < hw; l++) {
+			const int q = 16 * v + l, oy = q / w, ox = q % w;
+			const __mmask16 bit = (__mmask16)(1u << l);
+			mk->all[v] |= bit;
+			for (int t = 0; t < k; t++) {
+				if (ox + t - pad >= 0 && ox + t - pad < w) mk->cm[v][t] |= bit;
+				if (oy + t - pad >= 0 && oy + t - pad < h) mk->rm[v][t] |= bit;
+			}
+		}
+	}
+}
+
+// max_pool_same pools one plane (h x w, h*w <= 16*Y7_SAME_MAX_VEC) with a
+// k x k window, stride 1 and padding (k-1)/2 (k <= Y7_SAME_MAX_K), so the
+// output has the input's shape: the SPP pools. Each pass (along rows into
+// tmp, then down columns) runs over the plane as one flat array of
+// vectors, every tap a masked load and max (masks from make_same_masks).
+__attribute__((target("avx512f")))
+static void max_pool_same(float *out, const float *in, float *tmp, int h, int w, int k, const same_masks *mk) {
+	const int nv = (h * w + 15) / 16, pad = (k - 1) / 2;
+	for (int v = 0; v < nv; v++) {
+		const float *c = in + 16 * v;
+		__m512 m = _mm512_maskz_loadu_ps(mk->all[v], c);
+		for (int t = 0; t < k; t++) {
+			if (t != pad) m = _mm512_mask_max_ps(m, mk->cm[v][t], m, _mm512_maskz_loadu_ps(mk->cm[v][t], c + (t - pad)));
+		}
+		_mm512_mask_storeu_ps(tmp + 16 * v, mk->all[v], m);
+	}
+	for (int v = 0; v < nv; v++) {
+		const float *c = tmp + 16 * v;
+		__m512 m = _mm512_maskz_loadu_ps(mk->all[v], c);
+		for (int t = 0; t < k; t++) {
+			if (t != pad) m = _mm512_mask_max_ps(m, mk->rm[v][t], m, _mm512_maskz_loadu_ps(mk->rm[v][t], c + (t - pad) * w));
+		}
+		_mm512_mask_storeu_ps(out + 16 * v, mk->all[v], m);
+	}
+}
+#else
+#define Y7_SAME_MAX_VEC 0
+#define Y7_SAME_MAX_K 0
+typedef struct { int unused; } same_masks;
+static void make_same_masks(same_masks *mk, int h, int w, int k) {}
+static void max_pool_same(float *out, const float *in, float *tmp, int h, int w, int k, const same_masks *mk) {}
+#endif
+
 // max_pool_2x2 is the k2 s2 p0 window in one pass over two input rows of
 // width w per output row.
 static void max_pool_2x2(float *dst, const float *src, int w, int ho, int wo) {
@@ -105,16 +167,20 @@ typedef struct {
 	const float *x;
 	float *y, *scratch;
 	size_t xbatch, ybatch, perItem;
-	int c, h, w, ho, wo, k, s, pad, per, planes;
+	int c, h, w, ho, wo, k, s, pad, per, planes, same;
 } pool_args;
 
 static void pool_item(const void *va, int worker, int i) {
 	const pool_args *a = va;
+	same_masks mk;
+	if (a->same) make_same_masks(&mk, a->h, a->w, a->k);
 	for (int p = i * a->per; p < (i + 1) * a->per && p < a->planes; p++) {
 		const int n = p / a->c, ch = p % a->c;
 		const float *src = a->x + n * a->xbatch + (size_t)ch * a->h * a->w;
 		float *dst = a->y + n * a->ybatch + (size_t)ch * a->ho * a->wo;
-		if (a->k == 2 && a->s == 2 && a->pad == 0) {
+		if (a->same) {
+			max_pool_same(dst, src, a->scratch + worker * a->perItem, a->h, a->w, a->k, &mk);
+		} else if (a->k == 2 && a->s == 2 && a->pad == 0) {
 			max_pool_2x2(dst, src, a->w, a->ho, a->wo);
 		} else {
 			max_pool_plane(dst, src, a->scratch + worker * a->perItem, a->h, a->w, a->ho, a->wo, a->k, a->s, a->pad);
@@ -290,6 +356,9 @@ func (d *CPU) maxPoolPlanes(y, x NCHW, p PoolArgs, scratch []float32) error {
 	}
 	per, items := d.planesPerItem(x.N*x.C, x.Plane())
 	a.per, a.planes = C.int(per), C.int(x.N*x.C)
+	if hasPackedGEMM && p.S == 1 && 2*p.Pad == p.K-1 && p.K <= C.Y7_SAME_MAX_K && x.Plane() <= 16*C.Y7_SAME_MAX_VEC {
+		a.same = 1
+	}
 	if C.max_pool((*C.y7_pool)(d.cpool()), (*C.y7_queue)(d.q), C.int(items), a) == 0 {
 		return errBatchMemory
 	}

@@ -222,6 +222,8 @@ func TestCPUMaxPoolMatchesReference(t *testing.T) {
 		{1, 2, 6, 6, PoolArgs{K: 3, S: 1, Pad: 0}},    // no padding
 		{1, 1, 1, 1, PoolArgs{K: 13, S: 1, Pad: 6}},   // a single pixel
 		{1, 16, 40, 40, PoolArgs{K: 5, S: 1, Pad: 2}}, // many planes
+		{2, 9, 32, 32, PoolArgs{K: 5, S: 1, Pad: 2}},  // the largest plane of the vector path
+		{1, 70, 13, 13, PoolArgs{K: 9, S: 1, Pad: 4}}, // SPP at 416: several planes per item
 	}
 	for _, threads := range []int{1, 2} {
 		dev := NewCPU(threads)
