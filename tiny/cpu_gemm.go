@@ -92,7 +92,6 @@ static void pool_free(y7_pool *p) { y7_pool_free(p); }
 static y7_queue *queue_new(void) { return y7_queue_new(); }
 static void queue_free(y7_queue *q) { y7_queue_free(q); }
 static void queue_run(y7_pool *p, y7_queue *q) { y7_queue_run(p, q); }
-static int queue_times(y7_queue *q, long *out) { int n = q->ntimes; for (int i = 0; i < n; i++) out[i] = q->times[i]; q->ntimes = 0; q->timing = 1; return n; }
 */
 import "C"
 
@@ -344,16 +343,6 @@ func (d *CPU) queue() *C.y7_queue { return (*C.y7_queue)(d.q) }
 // runQueue runs and empties the C queue q on d's C pool. The caller holds
 // d.mu.
 func (d *CPU) runQueue(q unsafe.Pointer) { C.queue_run(d.cpool(), (*C.y7_queue)(q)) }
-
-func queueTimes(q unsafe.Pointer) []int64 {
-	var out [512]C.long
-	n := int(C.queue_times((*C.y7_queue)(q), &out[0]))
-	r := make([]int64, n)
-	for i := range r {
-		r[i] = int64(out[i])
-	}
-	return r
-}
 
 func newQueue() unsafe.Pointer { return unsafe.Pointer(C.queue_new()) }
 

@@ -195,7 +195,6 @@ typedef struct {
 	int n, cap;
 	char *arena;
 	size_t used, size;
-	long times[512]; int ntimes; int timing;
 } y7_queue;
 
 static y7_queue *y7_queue_new(void) { return calloc(1, sizeof(y7_queue)); }
@@ -232,11 +231,7 @@ static int y7_queue_add(y7_queue *q, y7_item_fn fn, int items, const void *args,
 
 // y7_queue_run runs the queued loops in order on p and empties the queue.
 static void y7_queue_run(y7_pool *p, y7_queue *q) {
-	for (int i = 0; i < q->n; i++) {
-		long t0 = q->timing ? y7_now_ns() : 0;
-		y7_pool_run(p, q->ops[i].items, q->ops[i].fn, q->arena + q->ops[i].off);
-		if (q->timing && q->ntimes < 512) q->times[q->ntimes++] = y7_now_ns() - t0;
-	}
+	for (int i = 0; i < q->n; i++) y7_pool_run(p, q->ops[i].items, q->ops[i].fn, q->arena + q->ops[i].off);
 	q->n = 0;
 	q->used = 0;
 }
