@@ -27,7 +27,7 @@ func BLASCore() string {
 // stride-1 convs) where the CPU has AVX-512, else OpenBLAS (BLASCore).
 func CPUKernels() string {
 	if hasPackedGEMM {
-		return "AVX-512 packed GEMM + Winograd (OpenBLAS " + BLASCore() + " for training)"
+		return "AVX-512 packed GEMM, 3x3 taps + Winograd, batched (OpenBLAS " + BLASCore() + " for training)"
 	}
 	return "OpenBLAS " + BLASCore()
 }

@@ -9,14 +9,18 @@ import (
 
 // CPU is the Device of the host processor. On x86-64 CPUs with AVX-512 the
 // inference convs run on the package's own GEMM (cpu_gemm.go, gemm.h:
-// filters packed once per plan, im2col straight into the kernel's K
-// blocks, bias and activation in registers), the 3x3 stride-1 convs on
-// larger maps through Winograd F(2x2,3x3) (winograd.go), the detect head
-// on the same kernel; elsewhere, and for convs a plan did not prepare,
-// through OpenBLAS SGEMM (conv.go). Those inference ops, max-pool and
-// upsample have C loop bodies and run on a C worker pool (pool.h: the
-// caller and Threads-1 pthreads that spin between loops); the training
-// ops and the OpenBLAS paths run on a pool of Threads-1 goroutines
+// filters packed once per plan, bias and activation in registers): 1x1
+// convs read their input in place, 3x3 convs through taps (the kernel
+// reads each input channel shifted per tap, no im2col; stride 2 from the
+// tile's rows split into phases), Winograd F(4x4,3x3) for the 3x3
+// stride-1 convs where it measured faster (winograd.go), other convs
+// through im2col; the detect head runs on the same kernel. Elsewhere, and
+// for convs a plan did not prepare, the convs are OpenBLAS SGEMM
+// (conv.go). Those inference ops, max-pool and upsample have C loop
+// bodies and run on a C worker pool (pool.h: the caller and Threads-1
+// pthreads that spin between loops); a plan's forward queues them and
+// runs them in one cgo call (StartBatch, cpu_batch.go). The training ops
+// and the OpenBLAS paths run on a pool of Threads-1 goroutines
 // (workers.go), with OpenBLAS single-threaded inside each. Ops on one CPU
 // run one at a time (concurrent callers wait), and a steady-state op
 // allocates nothing.

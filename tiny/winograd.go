@@ -414,9 +414,10 @@ func winogradPays(y, x NCHW) bool {
 // PrepareConv implements ConvPreparer: a 3x3 stride-1 conv on a map large
 // enough gets its Winograd filters (F(4x4,3x3) on the packed-GEMM path
 // where a work item has winogradMinTiles 4x4 tiles, else F(2x2,3x3) where
-// it has that many 2x2 tiles: 4 or 16/9 of its weights in memory); any
-// other conv, on a CPU with AVX-512, its filters packed for the
-// packed-GEMM path (cpu_gemm.go).
+// it has that many 2x2 tiles: 4 or 16/9 of its weights in memory), on
+// the packed-GEMM path only where winogradPays (else it runs through
+// taps); any other conv, on a CPU with AVX-512, its filters packed for
+// the packed-GEMM path (cpu_gemm.go).
 func (d *CPU) PrepareConv(y, x NCHW, c ConvArgs) (ConvArgs, error) {
 	c.Winograd, c.Packed = nil, nil
 	if !d.noWinograd && winogradApplies(x, c) && (!d.packedGEMM() || !d.tapsApply(x, c) || winogradPays(y, x)) {

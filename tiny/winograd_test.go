@@ -105,10 +105,11 @@ func TestCPUWinogradChoice(t *testing.T) {
 
 // BenchmarkCPUConvs runs the golden relu model at 640, 416 and 320 on 2
 // threads through each of the CPU's conv paths, side by side: the default
-// (packed GEMM with Winograd F(4x4,3x3), or F(2x2,3x3) on small maps, for
-// the 3x3 stride-1 convs), the same with F(2x2,3x3) only, the packed GEMM
-// alone, and the OpenBLAS paths (what CPUs without AVX-512 run) with and
-// without Winograd:
+// (packed GEMM; 3x3 convs through taps, Winograd F(4x4,3x3) where
+// winogradPays), taps for every 3x3 conv, the 3x3 convs through im2col
+// with and without Winograd (the default before taps), the packed GEMM
+// run op by op instead of as one batch, and the OpenBLAS paths (what CPUs
+// without AVX-512 run) with and without Winograd:
 //
 //	go test -run '^$' -bench CPUConvs -count 6 ./tiny | benchstat -col /conv -
 func BenchmarkCPUConvs(b *testing.B) {
@@ -116,17 +117,23 @@ func BenchmarkCPUConvs(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	paths := []string{"packed", "packed-taps", "packed-im2col+winograd", "packed-im2col", "packed-unbatched",
+		"openblas+winograd", "openblas"}
 	for _, size := range []int{640, 416, 320} {
-		for _, conv := range []string{"packed+winograd", "packed+winograd2x2", "packed", "openblas+winograd", "openblas"} {
+		for _, conv := range paths {
 			b.Run(fmt.Sprintf("size=%d/conv=%s", size, conv), func(b *testing.B) {
 				if strings.HasPrefix(conv, "packed") && !hasPackedGEMM {
 					b.Skip("no AVX-512: the packed GEMM does not run here")
 				}
-				dev := NewCPU(2)
-				defer dev.Close()
-				dev.noWinograd = !strings.Contains(conv, "+winograd")
-				dev.noWino43 = strings.HasSuffix(conv, "2x2")
-				dev.noPacked = strings.HasPrefix(conv, "openblas")
+				cpu := NewCPU(2)
+				defer cpu.Close()
+				cpu.noWinograd = conv == "packed-taps" || conv == "packed-im2col" || conv == "openblas"
+				cpu.noTaps = strings.HasPrefix(conv, "packed-im2col")
+				cpu.noPacked = strings.HasPrefix(conv, "openblas")
+				var dev Device = cpu
+				if conv == "packed-unbatched" {
+					dev = unbatchedCPU{cpu}
+				}
 				p, err := m.NewPlan(dev, size)
 				if err != nil {
 					b.Fatal(err)
