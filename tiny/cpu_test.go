@@ -286,6 +286,7 @@ func TestCPUHeadMatchesReference(t *testing.T) {
 		{1, 5, 1, 4, 3, 3},     // one anchor
 		{1, 32, 3, 6, 40, 40},  // several tiles
 		{1, 300, 3, 85, 7, 9},  // two K blocks of the packed path, a last block of 7 positions
+		{1, 24, 2, 60, 6, 6},   // 60 outputs: kernel calls of 32 and 28 columns
 	}
 	for _, threads := range []int{1, 2} {
 		for _, packed := range []bool{false, true} {

@@ -5,7 +5,9 @@ import (
 	"math"
 	"math/rand/v2"
 	"path/filepath"
+	"runtime"
 	"testing"
+	"time"
 	"unsafe"
 )
 
@@ -397,5 +399,30 @@ func TestPlanBatchMatchesUnbatched(t *testing.T) {
 		}
 	}); n != 0 {
 		t.Errorf("a batched forward allocates %v times, want 0", n)
+	}
+}
+
+// TestPlanUnpinsWhenDropped: a CPU plan pins its buffers for its batches;
+// plans dropped without any call unpin them once unreachable (a Pinner
+// collected with pins left makes the runtime panic).
+func TestPlanUnpinsWhenDropped(t *testing.T) {
+	m, err := NewRandom(Config{NC: 2, Seed: 12})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev := NewCPU(2)
+	defer dev.Close()
+	for i := 0; i < 4; i++ {
+		p, err := m.NewPlan(dev, 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := p.Forward(make([]float32, 3*64*64)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 0; i < 5; i++ {
+		runtime.GC()
+		time.Sleep(10 * time.Millisecond)
 	}
 }
