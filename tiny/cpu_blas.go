@@ -189,9 +189,7 @@ static void pool_item(const void *va, int worker, int i) {
 }
 
 static int max_pool(y7_pool *pool, y7_queue *q, int items, pool_args a) {
-	if (q) return y7_queue_add(q, pool_item, items, &a, sizeof a);
-	y7_pool_run(pool, items, pool_item, &a);
-	return 1;
+	return y7_run_or_queue(pool, q, items, pool_item, &a, sizeof a);
 }
 
 // up_args are one 2x nearest upsample's parameters: item i is planes
@@ -220,9 +218,7 @@ static void up_item(const void *va, int worker, int i) {
 }
 
 static int upsample2x(y7_pool *pool, y7_queue *q, int items, up_args a) {
-	if (q) return y7_queue_add(q, up_item, items, &a, sizeof a);
-	y7_pool_run(pool, items, up_item, &a);
-	return 1;
+	return y7_run_or_queue(pool, q, items, up_item, &a, sizeof a);
 }
 
 // head_args are one detect conv's parameters: item i is position tile
@@ -249,9 +245,7 @@ static void head_item(const void *va, int worker, int i) {
 }
 
 static int head(y7_pool *pool, y7_queue *q, int items, head_args a) {
-	if (q) return y7_queue_add(q, head_item, items, &a, sizeof a);
-	y7_pool_run(pool, items, head_item, &a);
-	return 1;
+	return y7_run_or_queue(pool, q, items, head_item, &a, sizeof a);
 }
 */
 import "C"
@@ -359,7 +353,7 @@ func (d *CPU) maxPoolPlanes(y, x NCHW, p PoolArgs, scratch []float32) error {
 	if hasPackedGEMM && p.S == 1 && 2*p.Pad == p.K-1 && p.K <= C.Y7_SAME_MAX_K && x.Plane() <= 16*C.Y7_SAME_MAX_VEC {
 		a.same = 1
 	}
-	if C.max_pool((*C.y7_pool)(d.cpool()), (*C.y7_queue)(d.q), C.int(items), a) == 0 {
+	if C.max_pool(d.cpool(), d.queue(), C.int(items), a) == 0 {
 		return errBatchMemory
 	}
 	return nil
@@ -382,7 +376,7 @@ func (d *CPU) upsamplePlanes(y, x NCHW) error {
 		c: C.int(x.C), h: C.int(x.H), w: C.int(x.W)}
 	per, items := d.planesPerItem(x.N*x.C, x.Plane())
 	a.per, a.planes = C.int(per), C.int(x.N*x.C)
-	if C.upsample2x((*C.y7_pool)(d.cpool()), (*C.y7_queue)(d.q), C.int(items), a) == 0 {
+	if C.upsample2x(d.cpool(), d.queue(), C.int(items), a) == 0 {
 		return errBatchMemory
 	}
 	return nil
@@ -393,7 +387,7 @@ func (d *CPU) upsamplePlanes(y, x NCHW) error {
 func (d *CPU) headTiles(dst []float32, x NCHW, c ConvArgs, na, rows, tiles int) error {
 	a := C.head_args{dst: fptr(dst), x: fptr(x.Data), w: fptr(c.Weight), bias: fptr(c.Bias), xbatch: C.size_t(x.BatchStride()),
 		in: C.int(x.C), hw: C.int(x.Plane()), na: C.int(na), no: C.int(len(c.Bias) / na), rows: C.int(rows), tiles: C.int(tiles)}
-	if C.head((*C.y7_pool)(d.cpool()), (*C.y7_queue)(d.q), C.int(x.N*tiles), a) == 0 {
+	if C.head(d.cpool(), d.queue(), C.int(x.N*tiles), a) == 0 {
 		return errBatchMemory
 	}
 	return nil

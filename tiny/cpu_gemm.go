@@ -55,12 +55,8 @@ static void conv_item(const void *va, int worker, int i) {
 // (0: out of memory).
 static int conv_packed(y7_pool *pool, y7_queue *q, int items, conv_args a) {
 	if (a.taps) a.tp = make_taps(a.s, a.ho, a.wo);
-	if (q) return y7_queue_add(q, conv_item, items, &a, sizeof a);
-	y7_pool_run(pool, items, conv_item, &a);
-	return 1;
+	return y7_run_or_queue(pool, q, items, conv_item, &a, sizeof a);
 }
-
-static int phase_rows_of(int cols, int ho, int wo) { return phase_rows(cols, ho, wo); }
 
 // head_args are one detect conv's parameters: item i is position tile
 // i%tiles (rows positions) of image i/tiles, every anchor.
@@ -82,9 +78,7 @@ static void packed_head_item(const void *va, int worker, int i) {
 }
 
 static int head_packed(y7_pool *pool, y7_queue *q, int items, packed_head_args a) {
-	if (q) return y7_queue_add(q, packed_head_item, items, &a, sizeof a);
-	y7_pool_run(pool, items, packed_head_item, &a);
-	return 1;
+	return y7_run_or_queue(pool, q, items, packed_head_item, &a, sizeof a);
 }
 
 static y7_pool *pool_new(int helpers, long spin_ns) { return y7_pool_new(helpers, spin_ns); }
@@ -177,7 +171,7 @@ func (d *CPU) packedSplit(y, x NCHW, c ConvArgs) packedPlan {
 		s.taps = true
 		s.kc = min(x.C, max(1, d.tapKC))
 		if c.S == 2 {
-			s.perItem = x.C * 4 * int(C.phase_rows_of(C.int(s.cols), C.int(y.H), C.int(y.W))) * y.W
+			s.perItem = x.C * 4 * int(C.phase_rows(C.int(s.cols), C.int(y.H), C.int(y.W))) * y.W
 		}
 	}
 	s.mc, s.chunks = y.C, 1

@@ -229,6 +229,15 @@ static int y7_queue_add(y7_queue *q, y7_item_fn fn, int items, const void *args,
 	return 1;
 }
 
+// y7_run_or_queue runs a loop of items items of fn on p now, or, with q
+// non-NULL, queues it with a copy of the len bytes at args; 0 if the
+// queue ran out of memory.
+static int y7_run_or_queue(y7_pool *p, y7_queue *q, int items, y7_item_fn fn, const void *args, size_t len) {
+	if (q) return y7_queue_add(q, fn, items, args, len);
+	y7_pool_run(p, items, fn, args);
+	return 1;
+}
+
 // y7_queue_run runs the queued loops in order on p and empties the queue.
 static void y7_queue_run(y7_pool *p, y7_queue *q) {
 	for (int i = 0; i < q->n; i++) y7_pool_run(p, q->ops[i].items, q->ops[i].fn, q->arena + q->ops[i].off);

@@ -306,9 +306,7 @@ static void wino_item(const void *va, int worker, int i) {
 }
 
 static int wino_packed(y7_pool *pool, y7_queue *q, int items, wino_args a) {
-	if (q) return y7_queue_add(q, wino_item, items, &a, sizeof a);
-	y7_pool_run(pool, items, wino_item, &a);
-	return 1;
+	return y7_run_or_queue(pool, q, items, wino_item, &a, sizeof a);
 }
 */
 import "C"
@@ -505,7 +503,7 @@ func (d *CPU) convWinograd(y, x NCHW, c ConvArgs, scratch []float32) error {
 		}
 		d.mu.Lock()
 		defer d.mu.Unlock()
-		if C.wino_packed((*C.y7_pool)(d.cpool()), (*C.y7_queue)(d.q), C.int(y.N*s.bands*s.chunks), a) == 0 {
+		if C.wino_packed(d.cpool(), d.queue(), C.int(y.N*s.bands*s.chunks), a) == 0 {
 			return errBatchMemory
 		}
 		return nil
